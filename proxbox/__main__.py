@@ -1,0 +1,3 @@
+from proxbox.cli import entry
+
+entry()
