@@ -34,8 +34,8 @@ def _available_commands() -> dict[str, Any]:
         try:
             modules[name] = importlib.import_module(path)
         except ModuleNotFoundError as exc:
-            if exc.name != path:  # a real missing dependency inside the module: do not hide it
-                raise
+            if exc.name is None or not (path == exc.name or path.startswith(exc.name + ".")):
+                raise  # a real missing dependency inside the module: do not hide it
     return modules
 
 
