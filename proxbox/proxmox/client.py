@@ -1,0 +1,292 @@
+"""``PveClient``: one Proxmox VE endpoint, read through proxmoxer in a bounded thread pool.
+
+proxmoxer is blocking (requests underneath). Each client owns a ``ThreadPoolExecutor`` of
+``settings.concurrency`` threads named ``pve-<endpoint>`` (never the loop's default executor) and one
+``ProxmoxAPI`` per worker thread (``threading.local``), built lazily *inside* the worker because a ticket
+login is a blocking POST. A ``requests.Session`` is not shared between threads.
+
+Every call is one attempt in the pool, guarded by ``asyncio.wait_for`` (connect + read + 2 s; twice the
+request part in ticket mode, where an attempt may include a login). An attempt only enters the pool when a
+worker is free, so time spent waiting for a slot never counts against the guard; a slot is released when its
+thread really finishes, so a hung request keeps its slot and the pool never over-commits.
+
+Failures are classified by :mod:`proxbox.proxmox.retry`: transient ones are retried with exponential
+backoff and full jitter (``settings.retries`` attempts, first delay up to ``settings.backoff_s``; sleeping
+happens on the event loop, not in a worker); a 401 bumps a generation counter so every worker rebuilds its
+``ProxmoxAPI`` (re-login), once per call; known "no data" answers return None. Everything else becomes a
+:class:`~proxbox.errors.ProxmoxError` subclass whose context holds endpoint, path, status and attempts (never
+a secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from proxmoxer import ProxmoxAPI
+
+from proxbox.config import ProxmoxSettings
+from proxbox.errors import ProxmoxError, ProxmoxUnavailable
+from proxbox.logsetup import get_logger
+from proxbox.proxmox.retry import (
+    Failure,
+    MalformedPayload,
+    backoff_delay,
+    check_shape,
+    classify,
+    expected_shape,
+)
+
+log = get_logger(__name__)
+
+GUARD_SLACK_S = 2.0
+
+
+@attrs.define
+class ClientStats:
+    """Counters for metrics and benchmarks. Only touched on the event loop thread."""
+
+    requests: int = 0  # attempts sent to the API (logins not counted)
+    retries: int = 0  # attempts that were a retry after a transient failure
+    relogins: int = 0  # 401 → rebuild every worker's session
+    absent: int = 0  # known "no data" answers (agent not running, config gone...)
+    failures: int = 0  # calls that ended in an error after all attempts
+    # failed attempts by kind: "500", "595", "timeout", "connection", "malformed", "401"...
+    errors: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    busy_s: float = 0.0  # summed wall time of attempts in the pool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "retries": self.retries,
+            "relogins": self.relogins,
+            "absent": self.absent,
+            "failures": self.failures,
+            "errors": dict(self.errors),
+        }
+
+
+@attrs.frozen
+class _Attempt:
+    payload: Any
+    error: BaseException | None
+    generation: int
+    elapsed_s: float
+
+
+class PveClient:
+    """An async, retrying reader of one Proxmox VE API endpoint. Use ``async with`` or call :meth:`close`."""
+
+    def __init__(self, settings: ProxmoxSettings, *, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.name = settings.label
+        self.stats = ClientStats()
+        self._rng = rng or random.Random()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=settings.concurrency, thread_name_prefix=f"pve-{self.name}"
+        )
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._apis: list[ProxmoxAPI] = []  # every API built, so close() can close their sessions
+        self._inflight: set[concurrent.futures.Future[_Attempt]] = set()
+        self._closed = False
+        request_s = settings.connect_timeout + settings.timeout
+        self.guard_s = request_s * (1 if settings.uses_token else 2) + GUARD_SLACK_S
+
+    async def __aenter__(self) -> PveClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------------------------------ public API
+
+    async def get(self, *path_parts: str | int, **params: Any) -> Any:
+        """``GET /api2/json/<path>`` with query ``params``; the ``data`` payload, or None for a known
+        "no data" answer (agent not configured/running, guest not running, config file gone).
+
+        ``await client.get("nodes", "pve1", "qemu", 100, "config", current=1)``
+        """
+        parts = tuple(str(p).strip("/") for p in path_parts)
+        path = "/" + "/".join(parts)
+        shape = expected_shape(parts)
+        query = {k: v for k, v in params.items() if v is not None}
+        attempts = 0
+        transient = 0
+        relogged = False
+        while True:
+            attempts += 1
+            self.stats.requests += 1
+            attempt = await self._attempt(parts, query)
+            self.stats.busy_s += attempt.elapsed_s
+            error = attempt.error
+            if error is None:
+                problem = check_shape(attempt.payload, shape)
+                if problem is None:
+                    return attempt.payload
+                error = MalformedPayload(problem)
+            failure = classify(error)
+            if failure.absent:
+                self.stats.absent += 1
+                log.debug("pve.absent", endpoint=self.name, path=path, reason=failure.reason)
+                return None
+            self.stats.errors[failure.kind] += 1
+            if failure.relogin and not relogged:
+                relogged = True
+                self.stats.relogins += 1
+                self._invalidate(attempt.generation)
+                log.info("pve.relogin", endpoint=self.name, path=path)
+                continue
+            transient += 1
+            if not failure.retry or transient >= self.settings.retries or self._closed:
+                self.stats.failures += 1
+                raise self._error(failure, path, attempts)
+            delay = backoff_delay(transient, self.settings.backoff_s, self._rng)
+            self.stats.retries += 1
+            log.debug(
+                "pve.retry",
+                endpoint=self.name,
+                path=path,
+                kind=failure.kind,
+                attempt=attempts,
+                delay_s=round(delay, 3),
+            )
+            await asyncio.sleep(delay)
+
+    async def version(self) -> dict[str, Any]:
+        """``GET /version``: ``{"version": "9.1.2", "release": "9.1", "repoid": "…"}``."""
+        payload: dict[str, Any] = await self.get("version")
+        return payload
+
+    async def close(self) -> None:
+        """Stop the pool, wait (bounded by the guard) for attempts still running, close every session."""
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        running = [asyncio.wrap_future(f) for f in list(self._inflight) if not f.done()]
+        if running:
+            await asyncio.wait(running, timeout=self.guard_s)
+        with self._lock:
+            apis, self._apis = self._apis, []
+        for api in apis:
+            _close_session(api)
+
+    # ------------------------------------------------------------------------------------------- internals
+
+    def _error(self, failure: Failure, path: str, attempts: int) -> ProxmoxError:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        return failure.error(
+            f"GET {path} on {self.name}: {failure.reason}{tries}",
+            endpoint=self.name,
+            path=path,
+            status=failure.status,
+            attempts=attempts,
+            kind=failure.kind,
+        )
+
+    async def _attempt(self, parts: tuple[str, ...], query: Mapping[str, Any]) -> _Attempt:
+        """One call in the pool, once a worker is free; a guard timeout becomes a TimeoutError attempt."""
+        if self._closed:
+            return _Attempt(
+                payload=None, error=ProxmoxUnavailable("client closed"), generation=-1, elapsed_s=0.0
+            )
+        loop = asyncio.get_running_loop()
+        await self._slots.acquire()
+        try:
+            future = self._executor.submit(self._call, parts, dict(query))
+        except RuntimeError as exc:  # the pool was shut down meanwhile
+            self._slots.release()
+            return _Attempt(payload=None, error=ProxmoxUnavailable(str(exc)), generation=-1, elapsed_s=0.0)
+        self._inflight.add(future)
+        future.add_done_callback(lambda f: _call_soon(loop, self._finished, f))
+        started = time.monotonic()
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.guard_s)
+        except TimeoutError as exc:
+            return _Attempt(payload=None, error=exc, generation=-1, elapsed_s=time.monotonic() - started)
+
+    def _finished(self, future: concurrent.futures.Future[_Attempt]) -> None:
+        self._inflight.discard(future)
+        self._slots.release()
+
+    def _call(self, parts: tuple[str, ...], query: dict[str, Any]) -> _Attempt:
+        """Runs in a worker thread: never raises, returns the payload or the exception."""
+        started = time.monotonic()
+        generation = -1
+        try:
+            api, generation = self._thread_api()
+            payload = api.get(*parts, **query)
+            return _Attempt(
+                payload=payload, error=None, generation=generation, elapsed_s=time.monotonic() - started
+            )
+        except Exception as exc:
+            return _Attempt(
+                payload=None, error=exc, generation=generation, elapsed_s=time.monotonic() - started
+            )
+
+    def _thread_api(self) -> tuple[ProxmoxAPI, int]:
+        """This worker's ProxmoxAPI, (re)built when missing or older than the current generation."""
+        with self._lock:
+            generation = self._generation
+        local = self._local
+        api: ProxmoxAPI | None = getattr(local, "api", None)
+        if api is not None and local.generation == generation:
+            return api, generation
+        if api is not None:
+            _close_session(api)
+            with self._lock:
+                if api in self._apis:
+                    self._apis.remove(api)
+            local.api = None
+        api = self._build()  # a ticket login happens here (blocking POST /access/ticket)
+        with self._lock:
+            self._apis.append(api)
+        local.api, local.generation = api, generation
+        return api, generation
+
+    def _build(self) -> ProxmoxAPI:
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "host": s.host,
+            "port": s.port,
+            "user": s.user,
+            "verify_ssl": s.verify_ssl,
+            "timeout": (s.connect_timeout, s.timeout),
+        }
+        if s.uses_token:
+            kwargs.update(token_name=s.token_name, token_value=s.token_value)
+        else:
+            kwargs["password"] = s.password
+        return ProxmoxAPI(backend="https", service="PVE", **kwargs)
+
+    def _invalidate(self, generation: int) -> None:
+        """After a 401: every worker rebuilds its API (once, however many workers saw the 401)."""
+        with self._lock:
+            if generation in (-1, self._generation):
+                self._generation += 1
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to release
+        loop.call_soon_threadsafe(callback, *args)
+
+
+def _close_session(api: ProxmoxAPI) -> None:
+    # proxmoxer keeps its requests.Session in the private _store; closing it releases pooled sockets now
+    session = getattr(api, "_store", {}).get("session")
+    if session is not None:
+        try:
+            session.close()
+        except Exception:  # closing is best effort; the GC closes what is left
+            log.debug("pve.session_close_failed", exc_info=True)
