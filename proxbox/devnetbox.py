@@ -298,7 +298,9 @@ class NetBoxHarness:
 
     @property
     def template_db(self) -> str:
-        return "proxbox_nb_tmpl_" + self.version.replace(".", "_")
+        # one template per cache directory (its secrets differ), so two caches on a machine never clobber each other
+        tag = hashlib.sha256(str(self.dir.resolve()).encode()).hexdigest()[:8]
+        return f"proxbox_nb_tmpl_{self.version.replace('.', '_')}_{tag}"
 
     @property
     def dump_path(self) -> Path:
@@ -478,7 +480,7 @@ TIME_ZONE = "UTC"
 
     def _claim_slot(self) -> tuple[int, IO[str]]:
         """A Redis slot (1..SLOTS-1) held by this process for the instance's lifetime; slot 0 is the dev instance."""
-        slots = self.dir.parent / "slots"
+        slots = Path(os.environ.get("PROXBOX_NETBOX_SLOTS", "/tmp/proxbox-netbox-slots"))  # machine-wide
         slots.mkdir(parents=True, exist_ok=True)
         for slot in range(1, SLOTS):
             fh = open(slots / f"{slot}.lock", "a+")  # noqa: SIM115 - held open while the instance lives
