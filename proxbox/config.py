@@ -54,6 +54,9 @@ class ServerSettings:
     event_log_limit: int = doc(50000, "frames kept per run for late joiners and replay")
     history_limit: int = doc(500, "finished runs kept in history")
     drain_grace_s: float = doc(60.0, "on SIGTERM, how long a running sync may finish before it is cancelled")
+    cancel_grace_s: float = doc(10.0, "after a drain cancel, how long a run may take to stop before it is interrupted")
+    close_timeout_s: float = doc(5.0, "how long a closing WebSocket waits for the client before the socket is cut")
+    retained_runs: int = doc(10, "finished runs whose frames stay in memory for replay (history keeps the rest)")
 
 
 @attrs.frozen(kw_only=True)
@@ -343,6 +346,8 @@ def _finish(settings: Settings) -> Settings:
     if not 0 <= server.port < 65536:
         raise ConfigError("server.port", f"must be a TCP port, got {server.port}")
     for name in ("heartbeat_s", "auth_timeout_s", "max_message_bytes", "subscriber_buffer", "event_log_limit"):
+        _positive(f"server.{name}", getattr(server, name))
+    for name in ("cancel_grace_s", "close_timeout_s", "retained_runs", "history_limit"):
         _positive(f"server.{name}", getattr(server, name))
     server = attrs.evolve(server, api_keys=tuple(keys))
 

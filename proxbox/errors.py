@@ -126,6 +126,14 @@ class RunCancelled(ProxboxError):
     code = "run_cancelled"
 
 
+class ServerDraining(ProxboxError):
+    """The server is shutting down (SIGTERM) and starts no new runs."""
+
+    code = "server_draining"
+    retryable = True
+    http_status = 503
+
+
 class InvalidRequest(ProxboxError):
     code = "invalid_request"
     http_status = 400
