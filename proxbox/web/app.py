@@ -23,6 +23,7 @@ from proxbox.frames import make_codec
 from proxbox.history import History
 from proxbox.jobs import Job
 from proxbox.logsetup import get_logger
+from proxbox.metrics import metrics_ctx
 from proxbox.runs import RunManager, RunObserver
 from proxbox.web.auth import make_auth_middleware
 from proxbox.web.http import errors_middleware
@@ -55,6 +56,7 @@ def create_app(
     app.cleanup_ctx.append(_bus_ctx)
     app.cleanup_ctx.append(_job_ctx(job))
     app.cleanup_ctx.append(_runs_ctx(tuple(observers)))
+    app.cleanup_ctx.append(metrics_ctx)  # after the run manager: it observes the runs
     app.cleanup_ctx.append(_readiness_ctx)
     app.cleanup_ctx.append(_schedule_ctx)
     app.on_shutdown.append(_close_watchers)

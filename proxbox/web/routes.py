@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxbox.web import http, ws
+from proxbox import metrics
+from proxbox.web import http, status, ws
 
 
 def routes() -> list[web.RouteDef]:
@@ -23,4 +24,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/health", http.health),
         web.get("/ready", http.ready),
         web.get("/version", http.version),
+        # operations: Prometheus metrics, the live status page (proxbox.metrics, proxbox.web.status)
+        web.get("/metrics", metrics.handler),
+        *status.routes(),
     ]

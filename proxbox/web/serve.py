@@ -53,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
         getattr(args, "log_format", None) or settings.logging.format,
     )
     check_bind(settings.server)
-    asyncio.run(serve(settings))
+    from proxbox.sdnotify import ServiceNotifier  # systemd Type=notify: READY, STATUS, WATCHDOG, STOPPING
+
+    notifier = ServiceNotifier()
+    asyncio.run(serve(settings, observers=[notifier], on_ready=notifier.ready, on_stopping=notifier.stopping))
     return 0
 
 

@@ -10,7 +10,6 @@ cuts the TCP connection, so a client that never reads cannot hold server memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -186,18 +185,15 @@ class WsConnection:
                 task.cancel()
         if not self.ws.closed:
             log.info("ws.closing", peer=self.peer, code=code, reason=reason)
-            with contextlib.suppress(asyncio.TimeoutError, *_SEND_ERRORS):
+            try:
                 await asyncio.wait_for(
                     self.ws.close(code=code, message=_reason(reason)), self._close_timeout_s
                 )
-        self._abort_if_stuck()
-
-    def _abort_if_stuck(self) -> None:
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.abort()
-        elif transport is not None and transport.get_write_buffer_size():
-            transport.abort()  # closing but still holding unsent frames for a client that does not read
+            except (TimeoutError, *_SEND_ERRORS):
+                # the client did not take the close frame (or answer it) in time: cut the connection, so a
+                # client that never reads cannot keep the frames buffered for it alive
+                if self._transport is not None:
+                    self._transport.abort()
 
     async def finish(self) -> None:
         """The handler is returning: stop every stream and background task of this connection."""
