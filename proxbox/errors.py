@@ -134,6 +134,14 @@ class ServerDraining(ProxboxError):
     http_status = 503
 
 
+class ServerUnreachable(ProxboxError):
+    """A client (``proxbox watch``, ``proxbox demo``) could not reach the proxbox server, after retries."""
+
+    code = "server_unreachable"
+    retryable = True
+    http_status = 503
+
+
 class InvalidRequest(ProxboxError):
     code = "invalid_request"
     http_status = 400
