@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -129,6 +130,8 @@ class SimState:
     clock: Clock
     unauth_delay_s: float = 0.0
     caches: dict[str, RenderCache] = attrs.Factory(dict)
+    # every connection that carried a request: aborted at stop so no TLS shutdown outlives the loop
+    transports: weakref.WeakSet[asyncio.BaseTransport] = attrs.Factory(weakref.WeakSet)
 
     def cache(self, cluster: str) -> RenderCache:
         cache = self.caches.get(cluster)
@@ -139,6 +142,7 @@ class SimState:
 
 STATE = web.AppKey("sim_state", SimState)
 CLUSTER = web.AppKey("sim_cluster", str)
+USER = web.RequestKey("sim_user", str)
 
 # ------------------------------------------------------------------------------------------------ routes
 
@@ -284,7 +288,7 @@ async def _login(request: web.Request) -> web.StreamResponse:
 async def _permissions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     view = ClusterView(state.world, state.world.cluster(request.app[CLUSTER]), state.clock.now())
-    return json_bytes_response(encode(view.permissions(request.get("sim_user", ""))))
+    return json_bytes_response(encode(view.permissions(request.get(USER, ""))))
 
 
 # -------------------------------------------------------------------------------------------- middleware
@@ -300,9 +304,11 @@ def _route_of(request: web.Request) -> str:
 
 @web.middleware
 async def pve_middleware(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    state = request.app[STATE]
+    if request.transport is not None:
+        state.transports.add(request.transport)
     if request.path.startswith("/_sim"):
         return await handler(request)
-    state = request.app[STATE]
     cluster = request.app[CLUSTER]
     state.counters.enter(cluster)
     try:
@@ -333,7 +339,7 @@ async def _serve(
             and not state.auth.check_csrf(request.headers.get(CSRF_HEADER), result.user)
         ):
             return error_response(401, "Permission denied - invalid csrf token", empty_body=True)
-        request["sim_user"] = result.user
+        request[USER] = result.user
     decision = state.faults.evaluate(
         method, rel if rel is not None else path, cluster, request.match_info.get("node"), kind
     )

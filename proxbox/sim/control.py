@@ -99,8 +99,10 @@ async def _node_online(request: web.Request, server: SimServer) -> Any:
 
 async def _cluster_down(request: web.Request, server: SimServer) -> Any:
     body = await _body(request)
-    await server.cluster_down(body["cluster"])
-    return {"cluster": body["cluster"], "up": False}
+    await server.cluster_down(body["cluster"], keep=request.protocol)
+    resp = _json({"cluster": body["cluster"], "up": False})
+    resp.force_close()
+    return resp
 
 
 async def _cluster_up(request: web.Request, server: SimServer) -> Any:
@@ -167,7 +169,14 @@ def add_control_routes(app: web.Application, server: SimServer) -> None:
     r.add_post("/_sim/auth/rotate_token", _guarded(_rotate))
 
 
+@web.middleware
+async def _track(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.transport is not None:
+        _server(request).state.transports.add(request.transport)
+    return await handler(request)
+
+
 def make_control_app(server: SimServer) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_track])
     add_control_routes(app, server)
     return app

@@ -337,8 +337,9 @@ async def post_action(rule: FaultRule, request: web.Request, resp: web.Response)
         await stream.prepare(request)
         step = max(1, rule.chunk_bytes)
         for i in range(0, len(body), step):
+            if i:
+                await asyncio.sleep(rule.chunk_delay_ms / 1000)
             await stream.write(body[i : i + step])
-            await asyncio.sleep(rule.chunk_delay_ms / 1000)
         await stream.write_eof()
         return stream
     return resp

@@ -75,8 +75,10 @@ def ula_prefix(c: int, vlan: int | None) -> str:
 
 
 def ula_address(c: int, vlan: int | None, index: int) -> tuple[str, str]:
+    """(CIDR, gateway) in the cluster's ULA /64 for the network, in canonical (compressed) form."""
     prefix = ula_prefix(c, vlan)
-    return f"{prefix}{index + 0x100:x}/64", f"{prefix}1"
+    addr = ipaddress.IPv6Interface(f"{prefix}{index + 0x100:x}/64")
+    return str(addr), str(ipaddress.IPv6Address(f"{prefix}1"))
 
 
 def eui64(prefix: str, mac: str) -> str:

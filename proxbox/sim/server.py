@@ -180,6 +180,10 @@ class SimServer:
     async def stop(self) -> None:
         for s in [*self._sites.values(), *([self._control_site] if self._control_site else [])]:
             await s.runner.cleanup()
+        for transport in list(self.state.transports):
+            transport.abort()
+        self.state.transports.clear()
+        await asyncio.sleep(0)  # let the aborted transports' connection_lost callbacks run
         self._sites.clear()
         self._control_site = None
         if self.tls is not None:
@@ -314,18 +318,20 @@ class SimServer:
         c.touch()
         self._world_changed()
 
-    async def cluster_down(self, cluster: str) -> None:
-        """Stop the cluster's listener and close its open connections: new connections are refused."""
+    async def cluster_down(self, cluster: str, *, keep: object = None) -> None:
+        """Stop the cluster's listener and close its open connections: new connections are refused.
+
+        ``keep``: the connection (``request.protocol``) of a control call arriving on this very port; it is
+        answered first, then closed."""
         s = self._sites[self.world.cluster(cluster).name]
         if s.site is None:
             return
         await s.site.stop()
         s.site = None
         server = s.runner.server
-        current = asyncio.current_task()
         for conn in server.connections if server is not None else []:
-            if conn._task_handler is not None and conn._task_handler is current:
-                conn.close()  # the control call arriving on this very port: answer it, then close
+            if conn is keep:
+                conn.close()
             else:
                 conn.force_close()
         log.info("sim.cluster_down", cluster=cluster, port=s.port)
