@@ -91,6 +91,9 @@ class SyncEngine:
     today: Callable[[], dt.date] = utc_today
     last_plan: Plan | None = attrs.field(default=None, init=False)
 
+    async def aclose(self) -> None:
+        """Nothing held between runs (a given ``client`` belongs to the caller)."""
+
     async def run(self, kind: RunKind, reporter: Reporter) -> RunOutcome:
         run = _Run(engine=self, kind=kind, reporter=reporter, operation=OPERATION_OF_KIND[kind])
         client = self.client or NetBoxClient(self.settings.netbox)

@@ -286,7 +286,7 @@ class _Planner:
                 if (
                     alt is not None
                     and alt.id not in used
-                    and (alt.key is None or alt.key == d.key or not alt.owned)
+                    and (kind in REFERENCE_KINDS or alt.key is None or alt.key == d.key or not alt.owned)
                 ):
                     c = alt
             if c is not None:
@@ -359,7 +359,7 @@ class _Planner:
                 )
 
         # stale children: only below a VM that is mapped, owned, and whose config was read completely
-        for kind in sorted(CHILD_KINDS, key=lambda k: -LEVEL[k]):
+        for kind in sorted(CHILD_KINDS, key=lambda k: LEVEL[k]):  # interfaces decided before their addresses
             if kind not in managed:
                 continue
             for c in leftovers[kind]:
