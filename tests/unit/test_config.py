@@ -120,7 +120,11 @@ def test_secrets_can_come_from_files(tmp_path):
         ({**minimal(), "proxmx": {}}, "proxmx", "unknown section"),
         ({**minimal(), "proxmox": {"host": "x"}}, "proxmox", "array of tables"),
         ({**minimal(), "proxmox": [{"user": "root@pam", "password": "p"}]}, "proxmox[0].host", "is required"),
-        ({**minimal(), "proxmox": [{"host": "h", "user": "root", "password": "p"}]}, "proxmox[0].user", "user@realm"),
+        (
+            {**minimal(), "proxmox": [{"host": "h", "user": "root", "password": "p"}]},
+            "proxmox[0].user",
+            "user@realm",
+        ),
         ({**minimal(), "proxmox": [{"host": "h", "user": "a@pve"}]}, "proxmox[0].token_name", "authenticate"),
         (
             {**minimal(), "proxmox": [{"host": "h", "user": "a@pve", "token_name": "t"}]},
@@ -142,7 +146,11 @@ def test_secrets_can_come_from_files(tmp_path):
             "proxmox[1].name",
             "duplicate endpoint name",
         ),
-        (minimal(netbox={"token_file": "/nonexistent/token"}), "netbox.token_file", "cannot read secret file"),
+        (
+            minimal(netbox={"token_file": "/nonexistent/token"}),
+            "netbox.token_file",
+            "cannot read secret file",
+        ),
     ],
 )
 def test_bad_input_names_the_key_and_why(data, key, why):
