@@ -13,7 +13,6 @@ import pytest
 from aiohttp import web
 
 from proxbox.config import Settings
-from proxbox.sim.generate import generate
 from proxbox.sim.server import SimServer
 from tests.fixtures.server import API_KEY, ScriptedJob, ServerHandle, read_frames, wait_until
 
@@ -60,12 +59,6 @@ async def fake_netbox(aiohttp_server: Any) -> FakeNetBox:
     server = await aiohttp_server(app)
     nb.url = str(server.make_url("")).rstrip("/")
     return nb
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    async with SimServer(generate(seed=3, clusters=2, nodes=1, guests=2)) as server:
-        yield server
 
 
 def sim_total(sim: SimServer) -> int:
