@@ -17,6 +17,8 @@ objects with such a ``stats``. Clients made per run are only visible while they 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import re
 import time
@@ -275,23 +277,35 @@ def clients_of(engine: Any) -> list[Any]:
     found: list[Any] = []
     seen: set[int] = set()
 
-    def consider(obj: Any) -> None:
-        if id(obj) not in seen and getattr(obj, "stats", None) is not None and sample_client(obj) is not None:
-            seen.add(id(obj))
+    def walk(obj: Any, depth: int) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if getattr(obj, "stats", None) is not None and sample_client(obj) is not None:
             found.append(obj)
+            return
+        if depth == 0:
+            return
+        if isinstance(obj, functools.partial):  # discover=partial(discover_all, clients=[...])
+            children: list[Any] = [*obj.args, *obj.keywords.values()]
+        elif isinstance(obj, Mapping):
+            children = list(obj.values())
+        elif isinstance(obj, list | tuple | set | frozenset):
+            children = list(obj)
+        else:
+            return
+        for child in children:
+            walk(child, depth - 1)
 
-    try:
-        attributes = list(vars(engine).values())
-    except TypeError:  # __slots__ or a builtin: nothing to search
-        return []
+    if attrs.has(type(engine)):  # attrs classes are slotted: no __dict__
+        attributes = [getattr(engine, f.name, None) for f in attrs.fields(type(engine))]
+    else:
+        try:
+            attributes = list(vars(engine).values())
+        except TypeError:  # __slots__ or a builtin: nothing to search
+            return []
     for value in attributes:
-        consider(value)
-        if isinstance(value, Mapping):
-            for v in list(value.values()):
-                consider(v)
-        elif isinstance(value, list | tuple | set | frozenset):
-            for v in list(value):
-                consider(v)
+        walk(value, 2)
     return found
 
 
@@ -428,3 +442,32 @@ async def handler(request: web.Request) -> web.StreamResponse:
     """``GET /metrics``: Prometheus text format (OpenMetrics when the scraper asks for it)."""
     body, content_type = request.app[METRICS].render(request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+
+
+# ------------------------------------------------------------------------------ the engine's clients
+
+
+def long_lived_clients(settings: Any) -> dict[str, Any]:
+    """Keyword arguments for ``SyncEngine``: one NetBox client and one Proxmox client per endpoint for the
+    server's lifetime (sessions and tickets reused across runs, and their statistics stay visible to
+    :func:`clients_of`). Close them with :func:`close_clients`."""
+    from proxbox.netbox.client import NetBoxClient
+    from proxbox.proxmox.client import PveClient
+    from proxbox.proxmox.discovery import discover_all
+
+    pve = [PveClient(px) for px in settings.proxmox]
+    return {"client": NetBoxClient(settings.netbox), "discover": functools.partial(discover_all, clients=pve)}
+
+
+async def close_clients(engine: Any) -> None:
+    """Close every client :func:`clients_of` finds on ``engine`` (sync or async ``close``)."""
+    for client in clients_of(engine):
+        closer = getattr(client, "close", None)
+        if closer is None:
+            continue
+        try:
+            result = closer()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # closing is best effort at shutdown
+            log.exception("metrics.client_close_failed", client=type(client).__name__)

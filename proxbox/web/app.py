@@ -23,7 +23,7 @@ from proxbox.frames import make_codec
 from proxbox.history import History
 from proxbox.jobs import Job
 from proxbox.logsetup import get_logger
-from proxbox.metrics import metrics_ctx
+from proxbox.metrics import close_clients, long_lived_clients, metrics_ctx
 from proxbox.runs import RunManager, RunObserver
 from proxbox.web.auth import make_auth_middleware
 from proxbox.web.http import errors_middleware
@@ -114,10 +114,11 @@ def _build_engine(settings: Settings) -> Any:
             raise
         log.warning("server.sync_engine_missing", module=exc.name)
         return None
-    return SyncEngine(settings)
+    return SyncEngine(settings, **long_lived_clients(settings))  # sessions reused, statistics for /metrics
 
 
 async def _close_engine(engine: Any) -> None:
+    await close_clients(engine)
     for name in ("aclose", "close"):
         closer = getattr(engine, name, None)
         if closer is not None:
