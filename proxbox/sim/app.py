@@ -157,7 +157,59 @@ def _agent(command: str) -> Render:
     return lambda v, m, q: v.agent(m["node"], _vm(m), command)
 
 
+# Order matters for speed: aiohttp scans the routes sharing a static prefix in registration order, so the
+# per-guest routes a sync calls thousands of times come first.
 ROUTES: list[tuple[str, str, Render]] = [
+    ("GET", "/nodes/{node}/qemu/{vmid}/config", lambda v, m, q: v.guest_config(m["node"], "qemu", _vm(m), q)),
+    ("GET", "/nodes/{node}/lxc/{vmid}/config", lambda v, m, q: v.guest_config(m["node"], "lxc", _vm(m), q)),
+    ("GET", "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces", _agent("network-get-interfaces")),
+    ("GET", "/nodes/{node}/lxc/{vmid}/interfaces", lambda v, m, q: v.lxc_interfaces(m["node"], _vm(m))),
+    (
+        "GET",
+        "/nodes/{node}/qemu/{vmid}/status/current",
+        lambda v, m, q: v.guest_status(m["node"], "qemu", _vm(m)),
+    ),
+    (
+        "GET",
+        "/nodes/{node}/lxc/{vmid}/status/current",
+        lambda v, m, q: v.guest_status(m["node"], "lxc", _vm(m)),
+    ),
+    ("GET", "/nodes/{node}/qemu/{vmid}/agent/get-osinfo", _agent("get-osinfo")),
+    ("GET", "/nodes/{node}/qemu", lambda v, m, q: v.qemu_list(m["node"], q)),
+    ("GET", "/nodes/{node}/lxc", lambda v, m, q: v.lxc_list(m["node"])),
+    ("GET", "/nodes/{node}/status", lambda v, m, q: v.node_status(m["node"])),
+    ("GET", "/nodes/{node}/network", lambda v, m, q: v.node_network(m["node"], q)),
+    ("GET", "/nodes/{node}/storage", lambda v, m, q: v.node_storage(m["node"], q)),
+    ("GET", "/nodes/{node}/version", lambda v, m, q: v.node_version(m["node"])),
+    ("GET", "/nodes/{node}/qemu/{vmid}/pending", lambda v, m, q: v.pending(m["node"], _vm(m))),
+    ("GET", "/nodes/{node}/qemu/{vmid}/agent/get-host-name", _agent("get-host-name")),
+    ("GET", "/nodes/{node}/qemu/{vmid}/agent/info", _agent("info")),
+    ("POST", "/nodes/{node}/qemu/{vmid}/agent/ping", _agent("ping")),
+    ("GET", "/nodes/{node}/qemu/{vmid}/snapshot", lambda v, m, q: v.snapshots(m["node"], "qemu", _vm(m))),
+    ("GET", "/nodes/{node}/lxc/{vmid}/snapshot", lambda v, m, q: v.snapshots(m["node"], "lxc", _vm(m))),
+    (
+        "GET",
+        "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/config",
+        lambda v, m, q: v.snapshot_config(m["node"], "qemu", _vm(m), m["snapname"]),
+    ),
+    (
+        "GET",
+        "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/config",
+        lambda v, m, q: v.snapshot_config(m["node"], "lxc", _vm(m), m["snapname"]),
+    ),
+    (
+        "GET",
+        "/nodes/{node}/storage/{storage}/status",
+        lambda v, m, q: v.storage_status(m["node"], m["storage"]),
+    ),
+    (
+        "GET",
+        "/nodes/{node}/storage/{storage}/content",
+        lambda v, m, q: v.storage_content(m["node"], m["storage"], q),
+    ),
+    ("GET", "/nodes/{node}/tasks", lambda v, m, q: v.node_tasks(m["node"], q)),
+    ("GET", "/nodes/{node}/tasks/{upid}/status", lambda v, m, q: v.task_status(m["node"], m["upid"])),
+    ("GET", "/nodes/{node}/tasks/{upid}/log", lambda v, m, q: v.task_log(m["node"], m["upid"])),
     ("GET", "/version", lambda v, m, q: v.version()),
     ("GET", "/cluster/status", lambda v, m, q: v.cluster_status()),
     ("GET", "/cluster/resources", lambda v, m, q: v.resources(q)),
@@ -170,56 +222,6 @@ ROUTES: list[tuple[str, str, Render]] = [
     ("GET", "/pools/{poolid}", lambda v, m, q: v.pool(m["poolid"])),
     ("GET", "/storage", lambda v, m, q: v.storage_config()),
     ("GET", "/nodes", lambda v, m, q: v.nodes()),
-    ("GET", "/nodes/{node}/status", lambda v, m, q: v.node_status(m["node"])),
-    ("GET", "/nodes/{node}/version", lambda v, m, q: v.node_version(m["node"])),
-    ("GET", "/nodes/{node}/network", lambda v, m, q: v.node_network(m["node"], q)),
-    ("GET", "/nodes/{node}/tasks", lambda v, m, q: v.node_tasks(m["node"], q)),
-    ("GET", "/nodes/{node}/tasks/{upid}/status", lambda v, m, q: v.task_status(m["node"], m["upid"])),
-    ("GET", "/nodes/{node}/tasks/{upid}/log", lambda v, m, q: v.task_log(m["node"], m["upid"])),
-    ("GET", "/nodes/{node}/storage", lambda v, m, q: v.node_storage(m["node"], q)),
-    (
-        "GET",
-        "/nodes/{node}/storage/{storage}/status",
-        lambda v, m, q: v.storage_status(m["node"], m["storage"]),
-    ),
-    (
-        "GET",
-        "/nodes/{node}/storage/{storage}/content",
-        lambda v, m, q: v.storage_content(m["node"], m["storage"], q),
-    ),
-    ("GET", "/nodes/{node}/qemu", lambda v, m, q: v.qemu_list(m["node"], q)),
-    (
-        "GET",
-        "/nodes/{node}/qemu/{vmid}/status/current",
-        lambda v, m, q: v.guest_status(m["node"], "qemu", _vm(m)),
-    ),
-    ("GET", "/nodes/{node}/qemu/{vmid}/config", lambda v, m, q: v.guest_config(m["node"], "qemu", _vm(m), q)),
-    ("GET", "/nodes/{node}/qemu/{vmid}/pending", lambda v, m, q: v.pending(m["node"], _vm(m))),
-    ("GET", "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces", _agent("network-get-interfaces")),
-    ("GET", "/nodes/{node}/qemu/{vmid}/agent/get-osinfo", _agent("get-osinfo")),
-    ("GET", "/nodes/{node}/qemu/{vmid}/agent/get-host-name", _agent("get-host-name")),
-    ("GET", "/nodes/{node}/qemu/{vmid}/agent/info", _agent("info")),
-    ("POST", "/nodes/{node}/qemu/{vmid}/agent/ping", _agent("ping")),
-    ("GET", "/nodes/{node}/qemu/{vmid}/snapshot", lambda v, m, q: v.snapshots(m["node"], "qemu", _vm(m))),
-    (
-        "GET",
-        "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/config",
-        lambda v, m, q: v.snapshot_config(m["node"], "qemu", _vm(m), m["snapname"]),
-    ),
-    ("GET", "/nodes/{node}/lxc", lambda v, m, q: v.lxc_list(m["node"])),
-    (
-        "GET",
-        "/nodes/{node}/lxc/{vmid}/status/current",
-        lambda v, m, q: v.guest_status(m["node"], "lxc", _vm(m)),
-    ),
-    ("GET", "/nodes/{node}/lxc/{vmid}/config", lambda v, m, q: v.guest_config(m["node"], "lxc", _vm(m), q)),
-    ("GET", "/nodes/{node}/lxc/{vmid}/interfaces", lambda v, m, q: v.lxc_interfaces(m["node"], _vm(m))),
-    ("GET", "/nodes/{node}/lxc/{vmid}/snapshot", lambda v, m, q: v.snapshots(m["node"], "lxc", _vm(m))),
-    (
-        "GET",
-        "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/config",
-        lambda v, m, q: v.snapshot_config(m["node"], "lxc", _vm(m), m["snapname"]),
-    ),
 ]
 
 
@@ -248,6 +250,71 @@ def _render_handler(render: Render, cacheable: bool) -> Callable[[web.Request], 
         return json_bytes_response(body)
 
     return handler
+
+
+# what a sync reads, precomputed per world revision (see warm)
+WARM_GUEST = {
+    "qemu": (
+        "/nodes/{node}/qemu/{vmid}/config",
+        "/nodes/{node}/qemu/{vmid}/status/current",
+        "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces",
+        "/nodes/{node}/qemu/{vmid}/agent/get-osinfo",
+    ),
+    "lxc": (
+        "/nodes/{node}/lxc/{vmid}/config",
+        "/nodes/{node}/lxc/{vmid}/status/current",
+        "/nodes/{node}/lxc/{vmid}/interfaces",
+    ),
+}
+WARM_NODE = (
+    "/nodes/{node}/qemu",
+    "/nodes/{node}/lxc",
+    "/nodes/{node}/status",
+    "/nodes/{node}/network",
+    "/nodes/{node}/storage",
+)
+WARM_CLUSTER = (
+    ("/version", ""),
+    ("/cluster/status", ""),
+    ("/nodes", ""),
+    ("/cluster/resources", ""),
+    ("/cluster/resources", "type=vm"),
+    ("/cluster/resources", "type=node"),
+    ("/cluster/resources", "type=storage"),
+)
+
+
+async def warm(state: SimState, name: str, *, chunk: int = 200) -> int:
+    """Render the answers a sync asks for (query-less, plus the resources filters) into the cache of cluster
+    ``name``, yielding to the loop every ``chunk`` renders. Stops early when the world changes meanwhile.
+    Returns how many answers were rendered."""
+    renders = {template: fn for method, template, fn in ROUTES if method == "GET"}
+    cluster = state.world.cluster(name)
+    cache = state.cache(name)
+    stamp = (cluster.revision, state.clock.now())
+    view = ClusterView(state.world, cluster, stamp[1])
+    jobs: list[tuple[str, dict[str, str], str]] = [(t, {}, q) for t, q in WARM_CLUSTER]
+    for node in cluster.nodes:
+        jobs.extend((t, {"node": node.name}, "") for t in WARM_NODE)
+    for g in sorted(cluster.guests.values(), key=lambda g: g.vmid):
+        jobs.extend((t, {"node": g.node, "vmid": str(g.vmid)}, "") for t in WARM_GUEST[g.kind])
+    done = 0
+    for i, (template, match, qs) in enumerate(jobs):
+        if i and i % chunk == 0:
+            await asyncio.sleep(0)
+            if (cluster.revision, state.clock.now()) != stamp:
+                break
+        key = ("GET", PREFIX + template.format(**match), qs)
+        if cache.lookup(stamp, key) is not None:
+            continue
+        query = dict(p.split("=", 1) for p in qs.split("&")) if qs else {}
+        try:
+            body = encode(renders[template](view, match, query))
+        except PveError:
+            continue
+        cache.store(key, body)
+        done += 1
+    return done
 
 
 async def _login(request: web.Request) -> web.StreamResponse:

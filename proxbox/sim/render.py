@@ -822,4 +822,3 @@ class ClusterView:
             ]
         lines.append("TASK OK")
         return WithTotal([{"n": i + 1, "t": line} for i, line in enumerate(lines)], len(lines))
-

@@ -14,6 +14,7 @@ proxmoxer calls and benchmarks that would deadlock a same-loop server).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import threading
@@ -28,7 +29,7 @@ from proxbox.config import ProxmoxSettings
 from proxbox.logsetup import get_logger
 from proxbox.sim import drift as drift_mod
 from proxbox.sim import oracle
-from proxbox.sim.app import Clock, RequestCounters, SimState, make_cluster_app
+from proxbox.sim.app import Clock, RequestCounters, SimState, make_cluster_app, warm
 from proxbox.sim.auth import Authenticator, Credentials
 from proxbox.sim.control import add_control_routes, make_control_app
 from proxbox.sim.faults import FaultBook
@@ -100,6 +101,7 @@ class SimServer:
         live_clock: bool = False,
         profile: Profile | None = None,
         world_out: str | None = None,
+        warm_cache: bool = True,
     ) -> None:
         self.world = world if world is not None else generate(seed=1, clusters=2, nodes=2, guests=10)
         self.host = host
@@ -125,6 +127,8 @@ class SimServer:
         self._sites: dict[str, _Site] = {}
         self._control_site: _Site | None = None
         self._started = False
+        self.warm_cache = warm_cache
+        self._warm_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -169,7 +173,9 @@ class SimServer:
             await self.stop()
             raise
         self._started = True
-        self._world_changed()
+        if self.warm_cache and not self.state.clock.live:
+            await self._warm_all()
+        self._write_world_out()
         log.info(
             "sim.started",
             endpoints=len(self._sites),
@@ -177,7 +183,16 @@ class SimServer:
             ports=[s.port for s in self._sites.values()],
         )
 
+    async def _warm_all(self) -> None:
+        for cluster in self.world.clusters:
+            await warm(self.state, cluster.name)
+
     async def stop(self) -> None:
+        if self._warm_task is not None:
+            self._warm_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warm_task
+            self._warm_task = None
         for s in [*self._sites.values(), *([self._control_site] if self._control_site else [])]:
             await s.runner.cleanup()
         for transport in list(self.state.transports):
@@ -381,6 +396,13 @@ class SimServer:
         return oracle.dump(self.world)
 
     def _world_changed(self) -> None:
+        if self._started and self.warm_cache and not self.state.clock.live:
+            if self._warm_task is not None:
+                self._warm_task.cancel()
+            self._warm_task = asyncio.get_running_loop().create_task(self._warm_all())
+        self._write_world_out()
+
+    def _write_world_out(self) -> None:
         if self.world_out:
             path = Path(self.world_out)
             tmp = path.with_name(path.name + ".tmp")

@@ -332,3 +332,16 @@ async def test_control_api_outages_requests_and_auth_switches(sim, sim_http):
     assert (await _get(sim_http, sim.endpoints[0], "/version"))[0] == 200
     _, info = await _control(sim_http, sim, "GET", "endpoints", headers=token_headers(sim.endpoints[0]))
     assert info["credentials"]["token_secret"] == "fresh"
+
+
+async def test_start_precomputes_what_a_sync_reads_and_rewarms_after_changes(sim, sim_http):
+    from proxbox.sim.app import warm
+
+    assert await warm(sim.state, "lab-a") == 0  # start rendered everything already
+    sim.drift(op="rename", cluster="lab-a", vmid=100, name="rewarmed")
+    assert await warm(sim.state, "lab-a") > 0
+    ep = sim.endpoints[0]
+    g = sim.world.cluster("lab-a").guests[100]
+    _, _, _, body = await _get(sim_http, ep, f"/nodes/{g.node}/{g.kind}/100/config")
+    conf = json.loads(body)["data"]
+    assert conf.get("name", conf.get("hostname")) == "rewarmed"
