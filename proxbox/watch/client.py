@@ -101,9 +101,8 @@ class RunWatcher:
         self.base = base if isinstance(base, URL) else base_url(base)
         self.run = run
         self.renderer = renderer
-        self.view = RunView()
+        self.view = RunView(last_seq=since)
         self._api_key = api_key
-        self._since = since
         self._backoff = backoff or Backoff()
         self._heartbeat_s = heartbeat_s
         self._session = session
@@ -130,7 +129,7 @@ class RunWatcher:
         failures = 0
         while True:
             run_id = self.view.run_id or self.run
-            since = self.view.last_seq or self._since
+            since = self.view.last_seq
             try:
                 ended = await self._connect_once(session, run_id, since)
             except aiohttp.WSServerHandshakeError as exc:

@@ -51,7 +51,9 @@ class PhaseState:
 
 @attrs.define
 class RunView:
-    """A run as seen through its frames. :meth:`accept` returns False for a frame already seen."""
+    """A run as seen through its frames. :meth:`accept` returns False for a frame already seen.
+
+    ``last_seq`` starts at the ``since`` the watcher asked for: a first frame after it reveals a gap."""
 
     run_id: str | None = None
     kind: str | None = None
@@ -93,7 +95,7 @@ class RunView:
             self.run_id = run_id
         elif run_id != self.run_id:
             return False
-        if seq > self.last_seq + 1 and self.last_seq > 0:
+        if seq > self.last_seq + 1:
             self.gaps.append((self.last_seq + 1, seq - 1))
         self.last_seq = seq
         self.frames += 1
@@ -213,7 +215,7 @@ def format_summary(view: RunView) -> list[str]:
         f" {format_counts(final.get('counts'))}"
     ]
     message = str(final.get("message") or "")
-    if message:
+    if message and message != f"{view.kind} sync {final.get('status')}":  # not the default: say it
         lines.append(f"  {message}")
     if view.errors:
         by_code: dict[str, int] = {}

@@ -1,0 +1,106 @@
+"""``GET /metrics`` on a real server: runs, objects, watchers and dropped watchers, authentication."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fixtures.server import API_KEY, ScriptedJob, read_frames, wait_until
+
+
+async def scrape(
+    handle: Any, http: aiohttp.ClientSession
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with http.get(handle.url("/metrics"), headers=handle.headers) as resp:
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = await resp.text()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def get(samples: dict[Any, float], name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+async def test_metrics_count_a_finished_run_and_its_objects(proxbox_server: Any) -> None:
+    handle = await proxbox_server(job=ScriptedJob(items=3))
+    async with aiohttp.ClientSession() as http:
+        before = await scrape(handle, http)
+        assert get(before, "proxbox_runs_total", kind="full", status="succeeded") is None
+        async with http.post(handle.url("/sync/full")) as resp:
+            run_id = (await resp.json())["run"]["id"]
+        async with http.ws_connect(handle.ws_url(f"/ws/runs/{run_id}")) as ws:
+            frames = await read_frames(ws, run_id=run_id)
+        assert frames[-1]["status"] == "succeeded"
+        await wait_until(lambda: handle.runs.active is None and not handle.runs.queued)
+        after = await scrape(handle, http)
+    assert get(after, "proxbox_runs_total", kind="full", status="succeeded") == 1
+    assert get(after, "proxbox_runs_started_total", kind="full") == 1
+    assert get(after, "proxbox_objects_total", action="created") == 3
+    assert get(after, "proxbox_run_duration_seconds_count", kind="full") == 1
+    assert get(after, "proxbox_last_successful_sync_timestamp_seconds", cluster="lab") is not None
+    assert get(after, "proxbox_frames_published_total") == len(frames)
+    assert get(after, "proxbox_run_in_progress", kind="full") == 0
+
+
+async def test_metrics_show_the_run_in_progress_and_its_watchers(proxbox_server: Any) -> None:
+    job = ScriptedJob(items=2)
+    handle = await proxbox_server(job=job)
+    job.hold.clear()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(handle.url("/sync/vms")) as resp:
+            run_id = (await resp.json())["run"]["id"]
+        await asyncio.wait_for(job.started.wait(), 10)
+        async with (
+            http.ws_connect(handle.ws_url(f"/ws/runs/{run_id}")) as a,
+            http.ws_connect(handle.ws_url(f"/ws/runs/{run_id}")) as b,
+        ):
+            await wait_until(lambda: handle.runs.watchers == 2)
+            during = await scrape(handle, http)
+            assert get(during, "proxbox_run_in_progress", kind="vms") == 1
+            assert get(during, "proxbox_watchers") == 2
+            assert get(during, "proxbox_connections") == 2
+            job.hold.set()
+            await read_frames(a, run_id=run_id)
+            await read_frames(b, run_id=run_id)
+        await wait_until(lambda: handle.runs.active is None)
+        after = await scrape(handle, http)
+    assert get(after, "proxbox_watchers") == 0
+    assert get(after, "proxbox_run_in_progress", kind="vms") == 0
+
+
+async def test_a_watcher_cut_off_for_falling_behind_is_counted(proxbox_server: Any) -> None:
+    job = ScriptedJob(items=3)
+    handle = await proxbox_server(job=job)
+    job.hold.clear()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(handle.url("/sync/full")) as resp:
+            run_id = (await resp.json())["run"]["id"]
+        await asyncio.wait_for(job.started.wait(), 10)
+        slow = await handle.runs.attach(
+            run_id, limit=1
+        )  # a subscriber that never reads, with room for 1 frame
+        job.hold.set()
+        await wait_until(lambda: handle.runs.active is None)
+        samples = await scrape(handle, http)
+        handle.runs.detach(slow)
+    assert get(samples, "proxbox_frames_dropped_total") == 1
+    assert get(samples, "proxbox_watcher_drops_total") == 1
+
+
+async def test_metrics_need_the_api_key_when_keys_are_configured(
+    proxbox_server: Any, server_settings: Any
+) -> None:
+    handle = await proxbox_server(settings=server_settings(api_keys=[API_KEY]))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(handle.url("/metrics")) as resp:
+            assert resp.status == 401
+        samples = await scrape(handle, http)  # with the key
+    assert get(samples, "proxbox_runs_queued") == 0
