@@ -191,9 +191,7 @@ class EventBus:
                     late.append(sub)
             if late:
                 for sub in late:
-                    self._cut_off(
-                        sub, f"fell {sub.limit} frames behind at seq {frame.seq} of run {frame.run_id}"
-                    )
+                    self._cut_off(sub, f"fell {sub.limit} frames behind at seq {frame.seq}")
         return frame
 
     def end(self, topic: str) -> None:

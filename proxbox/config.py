@@ -57,6 +57,9 @@ class ServerSettings:
     cancel_grace_s: float = doc(10.0, "after a drain cancel, how long a run may take to stop before it is interrupted")
     close_timeout_s: float = doc(5.0, "how long a closing WebSocket waits for the client before the socket is cut")
     retained_runs: int = doc(10, "finished runs whose frames stay in memory for replay (history keeps the rest)")
+    send_buffer_bytes: int = doc(
+        131072, "kernel send buffer per streaming client (0: OS autotuning); bounds what a stuck client holds"
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -21,7 +21,7 @@ from proxbox.events import RUN_KINDS
 from proxbox.logsetup import get_logger
 from proxbox.web.auth import public
 from proxbox.web.keys import READINESS, RUNS, SETTINGS, STARTED_AT, WATCHERS
-from proxbox.web.watchers import SseConnection
+from proxbox.web.watchers import SseConnection, limit_send_buffer
 
 log = get_logger(__name__)
 
@@ -128,6 +128,7 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     registry.add(conn)
     try:
         await resp.prepare(request)
+        limit_send_buffer(request, server.send_buffer_bytes)
         await resp.write(b"retry: 2000\n\n")
         await conn.stream(watch, since, heartbeat_s=server.heartbeat_s, runs=app[RUNS])
         transport = request.transport

@@ -10,6 +10,8 @@ cuts the TCP connection, so a client that never reads cannot hold server memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -34,6 +36,19 @@ def _reason(text: str) -> bytes:
     if len(data) <= 123:
         return data
     return data[:120].decode("utf-8", "ignore").encode("utf-8") + b"..."
+
+
+def limit_send_buffer(request: web.Request, nbytes: int) -> None:
+    """Cap the kernel send buffer of a streaming client's socket (``server.send_buffer_bytes``).
+
+    Without a cap, Linux autotunes it up to megabytes: a client that stops reading would hold that much
+    kernel memory and take that long to be noticed (and dropped) by the bus."""
+    if nbytes <= 0 or request.transport is None:
+        return
+    sock = request.transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, nbytes)
 
 
 class Watcher(Protocol):
@@ -124,7 +139,7 @@ class WsConnection:
         task = self._streams.get(sub.topic)
         if task is not None:
             task.cancel()
-        self.spawn(self.close(TRY_AGAIN_LATER, f"too slow, dropped: {reason}; resume with since=<last seq>"))
+        self.spawn(self.close(TRY_AGAIN_LATER, f"too slow: {reason}; resume with since=<last seq>"))
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

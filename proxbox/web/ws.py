@@ -32,7 +32,7 @@ from proxbox.web.auth import (
     websocket,
 )
 from proxbox.web.keys import CODEC, RUNS, SETTINGS, WATCHERS
-from proxbox.web.watchers import GOING_AWAY, WsConnection
+from proxbox.web.watchers import GOING_AWAY, WsConnection, limit_send_buffer
 
 log = get_logger(__name__)
 
@@ -60,6 +60,7 @@ async def _serve(request: web.Request, body: Body) -> web.StreamResponse:
         check_http(server, request)
         raise web.HTTPUpgradeRequired(reason="this is a WebSocket endpoint", headers={"Upgrade": "websocket"})
     await ws.prepare(request)
+    limit_send_buffer(request, server.send_buffer_bytes)
     registry = app[WATCHERS]
     conn = WsConnection(request, ws, app[RUNS], registry, close_timeout_s=server.close_timeout_s)
     registry.add(conn)

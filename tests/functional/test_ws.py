@@ -413,7 +413,7 @@ async def test_a_watcher_that_never_reads_is_dropped_with_1013_while_the_others_
     proxbox_server: Start, server_settings: MakeSettings, session: aiohttp.ClientSession
 ) -> None:
     recorder = DropRecorder()
-    job = ScriptedJob(items=4000, delay_s=0.001, pad=4000)  # ~16 MB of frames: more than any socket buffers
+    job = ScriptedJob(items=2000, delay_s=0.001, pad=4000)  # ~8 MB of frames: more than the socket buffers
     job.hold.clear()
     settings = server_settings(subscriber_buffer=50, close_timeout_s=5.0)
     srv = await proxbox_server(settings, job=job, observers=[recorder])
