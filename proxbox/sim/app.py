@@ -129,6 +129,7 @@ class SimState:
     counters: RequestCounters
     clock: Clock
     unauth_delay_s: float = 0.0
+    latency_s: float = 0.0  # added to every API answer (benchmarks: a realistic round trip)
     caches: dict[str, RenderCache] = attrs.Factory(dict)
     # every connection that carried a request: aborted at stop so no TLS shutdown outlives the loop
     transports: weakref.WeakSet[asyncio.BaseTransport] = attrs.Factory(weakref.WeakSet)
@@ -407,6 +408,8 @@ async def _serve(
         ):
             return error_response(401, "Permission denied - invalid csrf token", empty_body=True)
         request[USER] = result.user
+    if state.latency_s:
+        await asyncio.sleep(state.latency_s)
     decision = state.faults.evaluate(
         method, rel if rel is not None else path, cluster, request.match_info.get("node"), kind
     )

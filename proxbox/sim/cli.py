@@ -71,6 +71,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pve-exact", action="store_true", help="PVE timing quirks too: 401s are delayed 3 s"
     )
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, metavar="MS", help="added to every API answer (default 0)"
+    )
 
 
 def _seed(text: str) -> int | str:
@@ -102,6 +105,7 @@ async def _serve(args: argparse.Namespace) -> int:
         pve_exact=args.pve_exact,
         ticket_ttl_s=args.ticket_ttl,
         live_clock=args.live_clock,
+        latency_ms=args.latency_ms,
         world_out=args.world_out,
     )
     stop = asyncio.Event()

@@ -21,6 +21,7 @@ from proxbox.sim.model import (
     EPOCH,
     MAX_GUEST_INDEX,
     GiB,
+    GuestKind,
     MiB,
     SimBackup,
     SimBackupJob,
@@ -409,7 +410,7 @@ def _guest(world: World, profile: Profile, cluster: SimCluster, node: str, vmid:
     # every 7th guest draws its role from a cluster-independent RNG: duplicate names across clusters
     name_rng = random.Random(f"{world.seed}:name:{vmid}") if index % 7 == 0 else rng
     role = name_rng.choice(ROLES)
-    kind = "lxc" if rng.random() < profile.lxc else "qemu"
+    kind: GuestKind = "lxc" if rng.random() < profile.lxc else "qemu"
     guest = SimGuest(
         vmid=vmid,
         kind=kind,

@@ -43,7 +43,7 @@ def guest_dump(cluster: SimCluster, g: SimGuest) -> dict[str, Any]:
     online = bool(node and node.online)
     source = ip_source(g)
     nics = []
-    ips = []
+    ips: list[dict[str, Any]] = []
     for nic in g.nics:
         addrs = nic_ips(g, nic, source)
         guest_name = nic.ifname if g.kind == "lxc" or source == "agent" else None

@@ -102,6 +102,7 @@ class SimServer:
         profile: Profile | None = None,
         world_out: str | None = None,
         warm_cache: bool = True,
+        latency_ms: float = 0.0,
     ) -> None:
         self.world = world if world is not None else generate(seed=1, clusters=2, nodes=2, guests=10)
         self.host = host
@@ -122,6 +123,7 @@ class SimServer:
             counters=RequestCounters(names),
             clock=Clock(self.world.epoch, live=live_clock),
             unauth_delay_s=delay,
+            latency_s=latency_ms / 1000,
         )
         self.tls: TlsMaterial | None = None
         self._sites: dict[str, _Site] = {}
@@ -146,8 +148,8 @@ class SimServer:
         assert self.tls is not None
         site = web.TCPSite(runner, self.host, port, ssl_context=self.tls.server_context(), reuse_address=True)
         await site.start()
-        server = site._server
-        bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
+        sockets = getattr(site._server, "sockets", None)
+        bound = sockets[0].getsockname()[1] if sockets else port
         return site, bound
 
     async def start(self) -> None:
@@ -196,7 +198,8 @@ class SimServer:
         for s in [*self._sites.values(), *([self._control_site] if self._control_site else [])]:
             await s.runner.cleanup()
         for transport in list(self.state.transports):
-            transport.abort()
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
         self.state.transports.clear()
         await asyncio.sleep(0)  # let the aborted transports' connection_lost callbacks run
         self._sites.clear()

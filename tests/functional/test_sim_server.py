@@ -345,3 +345,17 @@ async def test_start_precomputes_what_a_sync_reads_and_rewarms_after_changes(sim
     _, _, _, body = await _get(sim_http, ep, f"/nodes/{g.node}/{g.kind}/100/config")
     conf = json.loads(body)["data"]
     assert conf.get("name", conf.get("hostname")) == "rewarmed"
+
+
+async def test_base_latency_delays_api_answers_and_pve_exact_delays_401s(sim_world):
+    async with SimServer(sim_world(clusters=1), latency_ms=200) as server:
+        ep = server.endpoints[0]
+        ctx = ssl.create_default_context(cafile=server.ca_path)
+        loop = asyncio.get_running_loop()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as http:
+            await _get(http, ep, "/version")  # connect first
+            start = loop.time()
+            assert (await _get(http, ep, "/version"))[0] == 200
+            assert loop.time() - start >= 0.19
+    assert SimServer(sim_world(clusters=1), pve_exact=True).state.unauth_delay_s == 3.0
+    assert SimServer(sim_world(clusters=1)).state.unauth_delay_s == 0.0
