@@ -135,18 +135,19 @@ async def _no_commands(conn: WsConnection, text: str) -> None:
     await conn.send_text(NO_COMMANDS)
 
 
-def _verb(runs_active: Run | None, run: Run, joined: bool) -> str:
+def _describe(active: Run | None, run: Run, joined: bool) -> str:
+    """``started run X``, ``joined run X``, ``joined queued run X``, ``queued run X behind run Y (kind)``."""
     if joined:
-        return "joined queued" if run.state == "queued" else "joined"
-    if run.state == "queued" and runs_active is not None and runs_active is not run:
-        return f"queued behind run {runs_active.id} ({runs_active.kind}):"
-    return "started"
+        return f"joined queued run {run.id}" if run.state == "queued" else f"joined run {run.id}"
+    if run.state == "queued" and active is not None and active is not run:
+        return f"queued run {run.id} behind run {active.id} ({active.kind})"
+    return f"started run {run.id}"
 
 
 def _trigger(conn: WsConnection, kind: RunKind) -> tuple[Run, bool, str]:
     runs = conn.request.app[RUNS]
     run, joined = runs.trigger(kind, trigger="ws")
-    return run, joined, _verb(runs.active, run, joined)
+    return run, joined, _describe(runs.active, run, joined)
 
 
 async def _stream_run(conn: WsConnection, run_id: str, since: int, *, close_when_complete: bool) -> None:
@@ -177,13 +178,11 @@ async def counter(request: web.Request) -> web.StreamResponse:
 async def virtual_machines(request: web.Request) -> web.StreamResponse:
     async def body(conn: WsConnection) -> None:
         try:
-            run, _, verb = _trigger(conn, "vms")
+            run, _, what = _trigger(conn, "vms")
         except ServerDraining:
             await conn.close(GOING_AWAY, "server shutting down")
             return
-        await conn.send_text(
-            f"Welcome to proxbox. Virtual machine sync: {verb} run {run.id}; its frames follow."
-        )
+        await conn.send_text(f"Welcome to proxbox. Virtual machine sync: {what}; its frames follow.")
         await _stream_run(conn, run.id, 0, close_when_complete=True)
         await _read(conn, _no_commands)
 
@@ -210,13 +209,11 @@ async def _command(conn: WsConnection, text: str) -> None:
     runs = app[RUNS]
     try:
         if isinstance(cmd, SyncCommand):
-            run, joined, verb = _trigger(conn, cmd.kind)
+            run, joined, what = _trigger(conn, cmd.kind)
             if cmd.text:
-                await conn.send_text(f"{cmd.text}: {verb} run {run.id}")
+                await conn.send_text(f"{cmd.text}: {what}")
             else:
-                await reply(
-                    command="sync", ok=True, run=run.summary(), joined=joined, message=f"{verb} run {run.id}"
-                )
+                await reply(command="sync", ok=True, run=run.summary(), joined=joined, message=what)
             if not conn.watching(run.id):
                 await _stream_run(conn, run.id, 0, close_when_complete=False)
         elif isinstance(cmd, WatchCommand):

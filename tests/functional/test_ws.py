@@ -154,6 +154,27 @@ async def test_a_second_sync_nodes_while_one_runs_joins_it(
     await second.close()
 
 
+async def test_a_kind_the_running_run_does_not_cover_is_queued_and_runs_next(
+    proxbox_server: Start, session: aiohttp.ClientSession
+) -> None:
+    job = ScriptedJob(items=3)
+    job.hold.clear()
+    srv = await proxbox_server(job=job)
+    nodes_ws = await session.ws_connect(srv.ws_url("/ws"), headers=srv.headers)
+    nodes_id = run_id_of(await command(nodes_ws, "Sync Nodes"))
+    await asyncio.wait_for(job.started.wait(), 5)
+    vms_ws = await session.ws_connect(srv.ws_url("/ws/virtual-machines"), headers=srv.headers)
+    welcome = await next_text(vms_ws)
+    vms_id = run_id_of(welcome)
+    assert f"queued run {vms_id} behind run {nodes_id} (nodes)" in welcome
+    job.hold.set()
+    nodes_frames, vms_frames = await asyncio.gather(read_frames(nodes_ws), read_frames(vms_ws))
+    assert nodes_frames[-1]["run_id"] == nodes_id and vms_frames[-1]["run_id"] == vms_id
+    assert nodes_frames[-1]["ts"] < vms_frames[0]["ts"]  # one after the other, never together
+    assert [k for k, _ in job.calls] == ["nodes", "vms"]
+    await nodes_ws.close()
+
+
 async def test_a_command_on_the_same_socket_for_a_run_it_already_watches_does_not_duplicate_frames(
     proxbox_server: Start, session: aiohttp.ClientSession
 ) -> None:
