@@ -90,6 +90,7 @@ class Applier:
     errors: list[str] = attrs.Factory(list)
     clusters: dict[str, ClusterTally] = attrs.Factory(lambda: defaultdict(ClusterTally))
     cancelled: bool = False
+    phase: Phase = "deletion"
     _done: int = 0
     _total: int = 0
     _slots: asyncio.Semaphore = attrs.field(init=False)
@@ -112,6 +113,7 @@ class Applier:
             await self.run_phase(phase, actions)  # type: ignore[arg-type]
 
     async def run_phase(self, phase: Phase, actions: Sequence[Action]) -> None:
+        self.phase = phase
         started = time.monotonic()
         before = self.counts
         self.reporter.emit(

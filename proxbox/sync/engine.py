@@ -13,6 +13,7 @@ with an unowned object); ``succeeded`` otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from typing import Any
 import attrs
 
 from proxbox.config import Settings
-from proxbox.errors import NetBoxError
+from proxbox.errors import NetBoxAuthError, NetBoxError
 from proxbox.events import (
     OPERATION_OF_KIND,
     Counts,
@@ -52,6 +53,7 @@ log = get_logger(__name__)
 Discover = Callable[..., Awaitable[Inventory]]
 
 JOURNAL_KIND = {"succeeded": "info", "partial": "warning", "failed": "danger", "cancelled": "danger"}
+JOURNAL_MAX_ERRORS = 20
 CANCEL_POLL_S = 0.1
 
 
@@ -209,10 +211,13 @@ class _Run:
             )
         except _Cancelled:
             log.info("sync.cancelled", run_id=self.reporter.run_id)
+            await self.journal(client, "cancelled")
             return RunOutcome(
                 status="cancelled", counts=self.counts, message="run cancelled", errors=self._errs()
             )
         except NetBoxError as exc:
+            if self.applier is not None and phase != "journal":
+                phase = self.applier.phase
             self.fail(
                 phase,
                 error=exc.code,
@@ -221,6 +226,9 @@ class _Run:
                 retryable=exc.retryable,
             )
             status = "partial" if self.counts.writes else "failed"
+            if phase != "journal" and not isinstance(exc, NetBoxAuthError):
+                with contextlib.suppress(NetBoxError):  # best effort: NetBox may still be unreachable
+                    await self.journal(client, "failed")
             return RunOutcome(
                 status=status, counts=self.counts, message=f"NetBox: {exc}", errors=self._errs()
             )
@@ -426,15 +434,17 @@ class _Run:
         )
         return plan
 
-    async def journal(self, client: NetBoxClient) -> None:
-        """One journal entry on each NetBox cluster this run wrote to or failed on."""
+    async def journal(self, client: NetBoxClient, run_status: str | None = None) -> None:
+        """One journal entry on each NetBox cluster this run wrote to or failed on (an unchanged re-sync
+        touches nothing and writes nothing). Its kind is ``danger`` for a failed or cancelled run,
+        ``warning`` when something of that cluster failed, ``info`` otherwise."""
         if not self.settings.sync.journal or self.applier is None:
             return
         phase: Phase = "journal"
         applier = self.applier
         touched = sorted(set(applier.clusters) | set(self.problems))
         entries = []
-        status = "partial" if self.counts.failed else "succeeded"
+        status = run_status or ("partial" if self.counts.failed else "succeeded")
         duration = time.monotonic() - self.started
         for name in touched:
             cluster_id = applier.ids.get((CLUSTER, (name,)))
@@ -443,21 +453,25 @@ class _Run:
             tally = applier.clusters.get(name)
             c = tally.counts if tally else Counts()
             errors = (tally.errors if tally else []) + self.problem_lines.get(name, [])
+            failed = c.failed + self.problems.get(name, 0)
+            kind = (
+                JOURNAL_KIND[status] if status in ("failed", "cancelled") else "warning" if failed else "info"
+            )
             lines = [
                 f"proxbox {self.kind} sync **{status}** (run `{self.reporter.run_id}`, {duration:.1f} s)",
                 "",
                 f"{c.created} created, {c.updated} updated, {c.deleted} deleted, {c.orphaned} orphaned, "
-                f"{c.failed + self.problems.get(name, 0)} failed",
+                f"{failed} failed",
             ]
             if errors:
-                lines += ["", "Errors:", *(f"- {e}" for e in errors[:20])]
-                if len(errors) > 20:
-                    lines.append(f"- … and {len(errors) - 20} more")
+                lines += ["", "Errors:", *(f"- {e}" for e in errors[:JOURNAL_MAX_ERRORS])]
+                if len(errors) > JOURNAL_MAX_ERRORS:
+                    lines.append(f"- and {len(errors) - JOURNAL_MAX_ERRORS} more")
             entries.append(
                 {
                     "assigned_object_type": "virtualization.cluster",
                     "assigned_object_id": cluster_id,
-                    "kind": JOURNAL_KIND[status],
+                    "kind": kind,
                     "comments": "\n".join(lines),
                 }
             )

@@ -1,0 +1,76 @@
+"""The simulator's 2-cluster world synced into a real NetBox: exactly the objects the world dump predicts,
+and an immediate second run that writes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from proxbox.events import ItemDone, PhaseStarted
+from tests.fixtures.sync import SyncEnv, expected_from_dump, netbox_snapshot, run_sync
+
+pytestmark = pytest.mark.netbox
+
+
+def diff(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """Readable differences, so a failure names the object and field."""
+    out = []
+    if expected["clusters"] != actual["clusters"]:
+        out.append(f"clusters: {expected['clusters']} != {actual['clusters']}")
+    for key in sorted(set(expected["devices"]) | set(actual["devices"]), key=str):
+        if expected["devices"].get(key) != actual["devices"].get(key):
+            out.append(f"device {key}: {expected['devices'].get(key)} != {actual['devices'].get(key)}")
+    for key in sorted(set(expected["vms"]) | set(actual["vms"]), key=str):
+        e, a = expected["vms"].get(key), actual["vms"].get(key)
+        if e is None or a is None:
+            out.append(f"vm {key}: expected {e is not None}, in NetBox {a is not None}")
+            continue
+        for field in sorted(set(e) | set(a)):
+            if e.get(field) != a.get(field):
+                out.append(f"vm {key} {field}: {e.get(field)!r} != {a.get(field)!r}")
+    return out
+
+
+async def test_first_sync_creates_exactly_what_the_world_dump_predicts(sync_env: SyncEnv):
+    run = await run_sync(sync_env.with_sync(primary_ip="always"))
+    assert run.final.status == "succeeded", [f.detail for f in run.failures()]
+    expected = expected_from_dump(sync_env.sim.dump())
+    actual = netbox_snapshot(sync_env.netbox.api())
+    assert diff(expected, actual) == []
+    assert len(actual["vms"]) >= 10  # the default world: two clusters of a few nodes and guests
+    assert run.final.counts.created == len(run.done("created"))
+    assert run.final.counts.failed == 0
+
+
+async def test_second_run_makes_zero_netbox_writes(sync_env: SyncEnv):
+    first = await run_sync(sync_env.settings)
+    assert first.final.status == "succeeded"
+    changes_before = sync_env.netbox.change_count()
+
+    second = await run_sync(sync_env.settings)
+
+    assert second.final.status == "succeeded"
+    c = second.final.counts
+    assert (c.created, c.updated, c.deleted, c.orphaned) == (0, 0, 0, 0)
+    assert c.unchanged > 0
+    assert second.writes == 0, second.requests
+    assert set(second.requests) == {"GET"}
+    assert sync_env.netbox.change_count() == changes_before
+    # reads: once per object type
+    assert second.requests["GET"] <= 16
+
+
+async def test_events_are_emitted_per_phase_with_totals_that_match_the_items(sync_env: SyncEnv):
+    run = await run_sync(sync_env.settings)
+    starts = {e.phase: e.total for e in run.events if isinstance(e, PhaseStarted)}
+    assert list(starts)[:3] == ["discovery", "filtering", "planning"]
+    for phase in ("creation", "update"):
+        items = [e for e in run.events if isinstance(e, ItemDone) and e.phase == phase]
+        assert starts[phase] == len(items)
+        assert [e.done for e in items] == list(range(1, len(items) + 1))
+    journal = [e for e in run.events if getattr(e, "phase", None) == "journal"]
+    assert journal, "a run that wrote something leaves a journal entry"
+    entries = list(sync_env.netbox.api().extras.journal_entries.all())
+    assert len(entries) == 2 and all(e.kind.value == "info" for e in entries)
+    assert all("full sync **succeeded**" in e.comments for e in entries)
