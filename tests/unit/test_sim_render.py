@@ -460,3 +460,58 @@ def test_oracle_guest_record_has_what_a_sync_needs(world):
     }
     assert all(set(n) >= {"name", "model", "mac", "bridge", "vlan", "ips"} for n in g["nics"])
     assert all(re.fullmatch(r"BC:24:11(:[0-9A-F]{2}){3}", n["mac"]) for n in g["nics"])
+
+
+# ------------------------------------------------------------------------------------- every route
+
+
+def _params(world, template):
+    c = world.cluster("lab-a")
+    qemu = next(
+        g
+        for g in c.guests.values()
+        if g.kind == "qemu" and g.running and g.agent == "answering" and g.agent_config not in (None, "0")
+    )
+    lxc = (
+        next(g for g in c.guests.values() if g.kind == "lxc" and g.snapshots)
+        if "snap" in template
+        else next(g for g in c.guests.values() if g.kind == "lxc")
+    )
+    if "qemu" in template and "snapname" in template:
+        qemu = next(g for g in c.guests.values() if g.kind == "qemu" and g.snapshots)
+    g = lxc if "/lxc/" in template else qemu
+    view = ClusterView(world, c, world.epoch)
+    task = view.node_tasks(c.backups[0].node, {}).data[0]
+    m = {
+        "node": g.node if "{vmid}" in template else (task["node"] if "{upid}" in template else "pve-a1"),
+        "vmid": str(g.vmid),
+        "id": c.backup_jobs[0].id,
+        "poolid": c.pools[0].poolid,
+        "storage": "local-lvm",
+        "upid": task["upid"],
+        "snapname": g.snapshots[0].name if g.snapshots else "",
+    }
+    return view, m
+
+
+def test_every_route_renders_the_documented_container(world):
+    from proxbox.sim.app import ROUTES, encode
+
+    dicts = {
+        "/version",
+        "/nodes/{node}/status",
+        "/nodes/{node}/version",
+        "/pools/{poolid}",
+        "/cluster/backup/{id}",
+        "/nodes/{node}/storage/{storage}/status",
+        "/nodes/{node}/tasks/{upid}/status",
+    }
+    for _method, template, render in ROUTES:
+        view, m = _params(world, template)
+        payload = render(view, m, {})
+        data = getattr(payload, "data", payload)
+        if template.endswith(("/config", "/status/current")) or "/agent/" in template or template in dicts:
+            assert isinstance(data, dict), template
+        else:
+            assert isinstance(data, list), template
+        assert json.loads(encode(payload))["data"] == json.loads(json.dumps(data)), template
