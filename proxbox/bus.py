@@ -205,16 +205,16 @@ class EventBus:
         self.dropped += 1
         log.warning("bus.subscriber_dropped", topic=sub.topic, reason=reason)
         try:
-            schedule = asyncio.get_running_loop().call_soon
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a synchronous caller): run the callbacks right away
-            schedule = _call_now
+            loop = None
         for cb in (sub.on_drop, self._on_drop):
-            if cb is not None:
-                schedule(_safe_call, cb, sub, reason)
-
-
-def _call_now(fn: Callable[..., None], *args: object) -> None:
-    fn(*args)
+            if cb is None:
+                continue
+            if loop is not None:
+                loop.call_soon(_safe_call, cb, sub, reason)
+            else:
+                _safe_call(cb, sub, reason)
 
 
 def _safe_call(cb: Callable[[Subscription, str], None], sub: Subscription, reason: str) -> None:

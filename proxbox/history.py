@@ -208,10 +208,10 @@ class History:
             log.error("history.save_failed", error=str(exc), path=self._path)
 
     async def get(self, run_id: str) -> RunRecord | None:
-        return await self._call(self._get, run_id)  # type: ignore[no-any-return]
+        return await self._call(self._get, run_id)  # type: ignore[no-any-return,unused-ignore]
 
     async def list(self, limit: int = 50, kind: str | None = None) -> list[RunRecord]:
-        return await self._call(self._list, limit, kind)  # type: ignore[no-any-return]
+        return await self._call(self._list, limit, kind)  # type: ignore[no-any-return,unused-ignore]
 
     async def flush(self) -> None:
         """Wait until every save submitted so far is on disk."""

@@ -40,7 +40,8 @@ def websocket(handler: H) -> H:
 
 
 def mode_of(handler: object) -> AuthMode:
-    return getattr(handler, _ATTR, "key")  # type: ignore[no-any-return]
+    mode: AuthMode = getattr(handler, _ATTR, "key")
+    return mode
 
 
 def key_from_headers(headers: Mapping[str, str]) -> str | None:

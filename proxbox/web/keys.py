@@ -15,7 +15,7 @@ from proxbox.web.watchers import Watchers
 
 SETTINGS = web.AppKey("proxbox_settings", Settings)
 CODEC = web.AppKey("proxbox_codec", Codec)
-JOB = web.AppKey("proxbox_job", Job)  # type: ignore[arg-type]  # a Callable type alias
+JOB: web.AppKey[Job] = web.AppKey("proxbox_job")
 HISTORY = web.AppKey("proxbox_history", History)
 BUS = web.AppKey("proxbox_bus", EventBus)
 RUNS = web.AppKey("proxbox_runs", RunManager)
