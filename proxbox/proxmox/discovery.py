@@ -122,6 +122,7 @@ class _ClusterDiscovery:
         self.issues: list[DiscoveryIssue] = []
         self.done = 0
         self.total = 0
+        self.callback_failures = 0
 
     # ------------------------------------------------------------------------------------------- progress
 
@@ -138,8 +139,10 @@ class _ClusterDiscovery:
         )
         try:
             self.on_progress(progress)
-        except Exception:  # a broken progress consumer must not break discovery
-            log.exception("discovery.progress_callback_failed", endpoint=self.endpoint)
+        except Exception:  # a broken progress consumer must not break discovery; say so once per cluster
+            self.callback_failures += 1
+            if self.callback_failures == 1:
+                log.exception("discovery.progress_callback_failed", endpoint=self.endpoint)
 
     def _record(self, issue: DiscoveryIssue) -> None:
         self.issues.append(issue)
@@ -232,6 +235,7 @@ class _ClusterDiscovery:
             guests=len(inventory.guests),
             issues=len(inventory.issues),
             duration_s=round(time.monotonic() - started, 3),
+            progress_callback_failures=self.callback_failures,
             **self.client.stats.as_dict(),
         )
         return inventory
