@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from proxbox.config import Settings
+from proxbox.runs import RunObserver
 from proxbox.sim.server import SimServer
 from tests.fixtures.server import API_KEY, ScriptedJob, ServerHandle, read_frames, wait_until
 
@@ -387,3 +389,31 @@ async def test_a_periodic_full_sync_runs_when_an_interval_is_configured(
     await wait_until(lambda: len(srv.job.calls) >= 2)
     runs = (await (await session.get(srv.url("/runs"))).json())["runs"]
     assert {r["trigger"] for r in runs} == {"schedule"} and {r["kind"] for r in runs} == {"full"}
+
+
+async def test_an_sse_client_that_never_reads_is_dropped_and_the_others_get_everything(
+    proxbox_server: Start, server_settings: MakeSettings, session: aiohttp.ClientSession
+) -> None:
+    dropped: list[str] = []
+
+    class Recorder(RunObserver):
+        def watcher_dropped(self, run_id: str, reason: str) -> None:
+            dropped.append(reason)
+
+    job = ScriptedJob(items=1500, delay_s=0.001, pad=4000)
+    job.hold.clear()
+    srv = await proxbox_server(server_settings(subscriber_buffer=20), job=job, observers=[Recorder()])
+    run, _ = srv.runs.trigger("full")
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(stuck, (srv.server.host, srv.server.port))
+    await loop.sock_sendall(stuck, f"GET /runs/{run.id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    reader = await session.get(srv.url(f"/runs/{run.id}/events"))
+    await wait_until(lambda: run.watchers() == 2)
+    job.hold.set()
+    events = parse_sse(await asyncio.wait_for(reader.text(), 60))
+    assert [seq for seq, _ in events] == list(range(1, run.last_seq + 1))
+    assert dropped and "20 frames behind" in dropped[0]
+    stuck.close()
