@@ -115,20 +115,19 @@ class RichRenderer:
             if line:
                 self._progress.console.print(Text(line, style="bold"))
             return
-        if status == "info":
+        if status == "info" and (self._verbose or not frame.get("progress")):
             self._progress.console.print(Text(f"  {phase}: {frame.get('message', '')}", style="cyan"))
+        if status == "info" and not frame.get("progress"):
             return
         state = view.phases.get(phase)
         if state is None:
             return
         self._ensure_started()
         task = self._tasks.get(phase)
-        if task is None or status == "started":
-            if task is not None:
-                self._progress.update(task, visible=True)
+        if task is None or status == "started":  # a phase that starts again gets a new bar
             task = self._progress.add_task(phase, total=state.total or None, counts="")
             self._tasks[phase] = task
-        if self._verbose and status not in ("started", "completed", "unchanged"):
+        if self._verbose and status not in ("started", "completed", "unchanged", "info"):
             self._progress.console.print(Text(format_step(frame, verbose=True) or "", style="dim"))
         if status == "completed":
             total = state.total or max(state.done, 1)

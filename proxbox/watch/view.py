@@ -194,6 +194,8 @@ def format_step(frame: Frame, *, verbose: bool = False) -> str | None:
         took = f" in {duration:.1f}s" if isinstance(duration, int | float) else ""
         return f"[{phase}] completed{took}: {format_counts(frame.get('counts'))}"
     if status == "info":
+        if progress and not verbose:  # per-object progress notes ("qemu 101 web on pve1"): the bar's job
+            return None
         return f"[{phase}] {frame.get('message', '')}"
     # one item: a log keeps the changes (created, updated, deleted...), not the objects already in sync
     if not verbose and status in ("unchanged", "skipped"):
