@@ -114,6 +114,11 @@ def test_formatting() -> None:
     )
     assert format_step(frames[0]) == f"run {RUN}: full sync started on lab-a"
     assert format_step(frames[5]) == "[creation] 1/2 created virtual_machine web-1 (lab-a, vmid 101)"
+    guest_note = frame(
+        10, phase="discovery", status="info", message="qemu 101 web", progress={"done": 1, "total": 2}
+    )
+    assert format_step(guest_note) is None  # per-object notes move the bar; verbose prints them
+    assert format_step(guest_note, verbose=True) == "[discovery] qemu 101 web"
     unchanged = {**frames[5], "status": "unchanged"}
     assert format_step(unchanged) is None
     assert format_step(unchanged, verbose=True) is not None
