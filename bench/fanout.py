@@ -1,11 +1,15 @@
 """Fan-out benchmark: one run streamed to 1,000 concurrent WebSocket watchers.
 
-    python bench/fanout.py [--watchers 1000] [--slow 10] [--frames 600] [--rate 50] [--frame-bytes 1024]
+    python bench/fanout.py [--watchers 1000] [--slow 10] [--frames 400] [--rate 20] [--frame-bytes 2048]
 
 The server (the real ``create_app``, a scripted job instead of the sync engine) runs in its own process; this
 process opens the watchers on ``/ws/runs/{id}``, plus ``--slow`` watchers that never read (raw sockets with a
 tiny receive buffer, the way a stuck client looks to the server). The job waits until every watcher is
 attached, then emits ``--frames`` frames at ``--rate`` frames/s (``--rate 0``: as fast as the loop lets it).
+
+The bench server uses ``subscriber_buffer = 200`` (``--subscriber-buffer``; the service default is 2000) so
+that the non-reading watchers overflow it within one run: with 2 KB frames and the 128 KiB socket send
+buffer cap they are dropped (1013) about 330 frames in.
 
 Printed: frames/s delivered to all watchers, p50/p99/max publish→receive latency (publish = the frame's
 ``ts``, stamped by the server at emit; receive = when this process read it; same clock), the server's RSS
@@ -393,10 +397,10 @@ def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--watchers", type=int, default=1000)
     p.add_argument("--slow", type=int, default=10, help="watchers that never read")
-    p.add_argument("--frames", type=int, default=600, help="frames per run")
-    p.add_argument("--rate", type=float, default=50.0, help="frames/s published in the paced phase")
+    p.add_argument("--frames", type=int, default=400, help="frames per run")
+    p.add_argument("--rate", type=float, default=20.0, help="frames/s published in the paced phase")
     p.add_argument("--burst", action=argparse.BooleanOptionalAction, default=True, help="also run unpaced")
-    p.add_argument("--frame-bytes", type=int, default=1024)
+    p.add_argument("--frame-bytes", type=int, default=2048)
     p.add_argument("--subscriber-buffer", type=int, default=200)
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
