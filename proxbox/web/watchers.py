@@ -199,7 +199,8 @@ class WsConnection:
             if task is not me:
                 task.cancel()
         if not self.ws.closed:
-            log.info("ws.closing", peer=self.peer, code=code, reason=reason)
+            level = log.debug if code in (1000, GOING_AWAY) else log.info  # a thousand watchers close at once
+            level("ws.closing", peer=self.peer, code=code, reason=reason)
             try:
                 await asyncio.wait_for(
                     self.ws.close(code=code, message=_reason(reason)), self._close_timeout_s
