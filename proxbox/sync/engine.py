@@ -44,7 +44,7 @@ from proxbox.netbox.client import NetBoxClient
 from proxbox.proxmox.models import DiscoveryIssue, Inventory
 from proxbox.sync.apply import Applier
 from proxbox.sync.current import FIELDS, Read, build_current, reads_first, reads_second
-from proxbox.sync.mapping import CUSTOM_FIELDS, apply_filters, desired_state
+from proxbox.sync.mapping import CUSTOM_FIELDS, apply_filters, cluster_complete, desired_state
 from proxbox.sync.model import CLUSTER, ENDPOINT, CurrentState, DesiredState
 from proxbox.sync.plan import Plan, build_plan
 
@@ -328,6 +328,14 @@ class _Run:
             PhaseStarted(operation=self.operation, phase=phase, total=total, message="applying filters")
         )
         result = apply_filters(inventory, self.settings.sync)
+        for ci in inventory.clusters:
+            if not cluster_complete(ci):
+                unread = sorted(n.name for n in ci.nodes if n.name not in ci.complete_nodes)
+                self.note(
+                    phase,
+                    f"{ci.cluster.name}: not fully read ({', '.join(unread) or 'cluster status'}); "
+                    "nothing in this cluster is orphaned or deleted in this run",
+                )
         kept = sum(len(ci.guests) for ci in result.inventory.clusters)
         parts = [f"{kept} of {total} guest(s) selected"]
         if result.skipped_clusters:

@@ -95,12 +95,18 @@ async def test_a_vm_netbox_rejects_fails_alone_and_the_rest_lands(sync_env: Sync
 
     assert run.final.status == "partial"
     (failure,) = run.failures()
-    assert (failure.item.kind, failure.item.vmid, failure.error) == ("virtual_machine", bad, "netbox_rejected")
+    assert (failure.item.kind, failure.item.vmid, failure.error) == (
+        "virtual_machine",
+        bad,
+        "netbox_rejected",
+    )
     assert "64" in failure.detail
     assert run.final.counts.failed == 1
     skipped = [e for e in run.done("skipped")]
     assert skipped and all(e.item.vmid == bad for e in skipped)
-    expected = expected_from_dump(sync_env.sim.dump(), select=lambda g: g["vmid"] != bad or g["name"] != long_name)
+    expected = expected_from_dump(
+        sync_env.sim.dump(), select=lambda g: g["vmid"] != bad or g["name"] != long_name
+    )
     actual = netbox_snapshot(sync_env.netbox.api())
     assert diff(expected, actual) == []
     entries = {e.assigned_object_id: e for e in sync_env.netbox.api().extras.journal_entries.all()}
