@@ -6,8 +6,12 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import attrs
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxbox.sim import SimServer
+from tests.fixtures.netbox import NetBoxEnv
 from tests.fixtures.server import API_KEY, ScriptedJob, read_frames, wait_until
 
 
@@ -104,3 +108,31 @@ async def test_metrics_need_the_api_key_when_keys_are_configured(
             assert resp.status == 401
         samples = await scrape(handle, http)  # with the key
     assert get(samples, "proxbox_runs_queued") == 0
+
+
+@pytest.mark.netbox
+async def test_a_real_sync_shows_proxmox_and_netbox_requests_and_per_cluster_success(
+    proxbox_server: Any, server_settings: Any, netbox: NetBoxEnv, sim_world: Any
+) -> None:
+    async with SimServer(sim_world(clusters=1, nodes=1, guests=3)) as sim:
+        (endpoint,) = sim.endpoints
+        settings = attrs.evolve(
+            server_settings(netbox_url=netbox.url, netbox_token=netbox.token),
+            proxmox=tuple(sim.proxmox_settings(retries=2, backoff_s=0.05)),
+        )
+        handle = await proxbox_server(settings=settings, real_engine=True)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(handle.url("/sync/full")) as resp:
+                run_id = (await resp.json())["run"]["id"]
+            async with http.ws_connect(handle.ws_url(f"/ws/runs/{run_id}")) as ws:
+                frames = await read_frames(ws, run_id=run_id, seconds=120)
+            assert frames[-1]["status"] == "succeeded", frames[-1]
+            await wait_until(lambda: handle.runs.active is None)
+            samples = await scrape(handle, http)
+    assert get(samples, "proxbox_proxmox_requests_total", endpoint=endpoint.name, method="GET") > 0
+    assert get(samples, "proxbox_proxmox_retries_total", endpoint=endpoint.name) == 0
+    nb_get = get(samples, "proxbox_netbox_requests_total", endpoint=netbox.url, method="GET")
+    nb_post = get(samples, "proxbox_netbox_requests_total", endpoint=netbox.url, method="POST")
+    assert nb_get and nb_post  # read the current state, then created objects
+    assert get(samples, "proxbox_last_successful_sync_timestamp_seconds", cluster=endpoint.name) is not None
+    assert get(samples, "proxbox_objects_total", action="created") == frames[-1]["counts"]["created"]
