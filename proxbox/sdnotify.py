@@ -162,7 +162,7 @@ class ServiceNotifier(RunObserver):
         self.notifier.ready(self._idle())
         if self.watchdog_s and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._pings(), name="proxbox-sd-watchdog")
-        log.info("sdnotify.ready", notify=self.enabled, watchdog_s=self.watchdog_s)
+        log.debug("sdnotify.ready", notify=self.enabled, watchdog_s=self.watchdog_s)
 
     def stopping(self, app: Any = None) -> None:
         """The drain begins. The watchdog keeps pinging: a long drain is not a hang."""
