@@ -277,3 +277,26 @@ async def test_concurrency_toward_the_endpoint_is_bounded(sim1: SimServer):
         await asyncio.gather(*(client.get("nodes") for _ in range(30)))
     counters = sim1.requests()["lab-a"]
     assert counters["max_in_flight"] == 3
+
+
+# ----------------------------------------------------------------------------------------- environment
+
+
+async def test_proxy_environment_is_honoured(sim1: SimServer, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with PveClient(settings_for(sim1, retries=1)) as client:
+        with pytest.raises(ProxmoxUnavailable):
+            await client.get("version")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    async with PveClient(settings_for(sim1)) as client:
+        assert (await client.version())["version"] == "9.1.2"
+
+
+async def test_ca_bundle_from_the_environment_is_used_when_verify_is_true(
+    sim1: SimServer, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", sim1.ca_path)
+    async with PveClient(settings_for(sim1, verify_ssl=True)) as client:
+        assert (await client.version())["version"] == "9.1.2"

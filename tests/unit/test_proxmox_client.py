@@ -43,11 +43,13 @@ def settings(**kw: Any) -> ProxmoxSettings:
     return ProxmoxSettings(**base)
 
 
-class FakeSession:
+class FakeSession(requests.Session):
     def __init__(self) -> None:
+        super().__init__()
         self.closed = False
 
     def close(self) -> None:
+        super().close()
         self.closed = True
 
 

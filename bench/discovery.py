@@ -1,0 +1,201 @@
+"""Discovery benchmark: a simulated 3-cluster x 8-node x 2,000-guest world with 5 ms latency on every call.
+
+The simulator runs in its own process (``proxbox sim``), so its CPU is not on this process's GIL; a latency
+fault on every path (``/*``) adds the round trip. For each endpoint concurrency given, discovery of all
+endpoints runs once (token auth) while a ticker measures this event loop's lag, and the script prints:
+
+- calls made (the client's attempts, and the simulator's own count), calls per guest;
+- wall time, max event-loop lag;
+- the latency floor: calls x latency / total concurrency (each endpoint has its own pool of ``concurrency``
+  threads and endpoints run in parallel, so the total is endpoints x concurrency), and wall / floor.
+
+    python3 bench/discovery.py                          # 3 x 8 x 2000, 5 ms, concurrency 8
+    python3 bench/discovery.py --concurrency 2,4,8 --guests 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import requests
+
+from proxbox.config import ProxmoxSettings, Settings
+from proxbox.logsetup import configure_logging
+from proxbox.proxmox.client import PveClient
+from proxbox.proxmox.discovery import discover_all
+
+
+def start_sim(args: argparse.Namespace) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "proxbox",
+        "--log-level",
+        "warning",
+        "sim",
+        "--seed",
+        str(args.seed),
+        "--clusters",
+        str(args.clusters),
+        "--nodes",
+        str(args.nodes),
+        "--guests",
+        str(args.guests),
+        "--control",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        raise SystemExit(f"the simulator did not start (exit {proc.wait()})")
+    return proc, json.loads(line)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of another process (Linux /proc), for the simulator's share of the work."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def control(info: dict[str, Any], method: str, path: str, body: Any = None) -> Any:
+    headers = {"Authorization": f"PVEAPIToken={info['credentials']['token']}"}
+    url = info["control"]["url"] + path
+    resp = requests.request(method, url, json=body, headers=headers, verify=info["ca_path"], timeout=30)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def endpoint_settings(info: dict[str, Any], concurrency: int) -> list[ProxmoxSettings]:
+    creds = info["credentials"]
+    user, _, token_name = creds["token_id"].partition("!")
+    return [
+        ProxmoxSettings(
+            name=ep["name"],
+            host=ep["host"],
+            port=ep["port"],
+            user=user,
+            token_name=token_name,
+            token_value=creds["token_secret"],
+            verify_ssl=info["ca_path"],
+            concurrency=concurrency,
+            retries=3,
+            backoff_s=0.05,
+            timeout=30.0,
+            connect_timeout=10.0,
+        )
+        for ep in info["endpoints"]
+    ]
+
+
+async def run_once(info: dict[str, Any], concurrency: int, node_concurrency: int) -> dict[str, Any]:
+    endpoints = endpoint_settings(info, concurrency)
+    settings = Settings(proxmox=tuple(endpoints))
+    clients = [PveClient(s) for s in endpoints]
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        interval = 0.01
+        while not stop.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(interval)
+            lags.append(time.perf_counter() - before - interval)
+
+    tick = asyncio.create_task(ticker())
+    cpu_started = time.process_time()
+    started = time.perf_counter()
+    try:
+        inventory = await discover_all(settings, clients=clients, node_concurrency=node_concurrency)
+    finally:
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+        stop.set()
+        await tick
+        for client in clients:
+            await client.close()
+    guests = sum(len(c.guests) for c in inventory.clusters)
+    return {
+        "guests": guests,
+        "issues": sum(len(c.issues) for c in inventory.clusters) + len(inventory.failed_endpoints),
+        "calls": sum(c.stats.requests for c in clients),
+        "retries": sum(c.stats.retries for c in clients),
+        "wall_s": wall,
+        "client_cpu_s": cpu,
+        "max_lag_s": max(lags, default=0.0),
+        "endpoints": len(clients),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clusters", type=int, default=3)
+    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--guests", type=int, default=2000, help="guests per cluster")
+    parser.add_argument("--latency-ms", type=float, default=5.0)
+    parser.add_argument("--concurrency", default="8", help="endpoint concurrency; a comma list runs each")
+    parser.add_argument("--node-concurrency", type=int, default=Settings().sync.node_concurrency)
+    parser.add_argument("--seed", default="1")
+    args = parser.parse_args(argv)
+    levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
+    configure_logging("warning", "console", stream=sys.stderr)
+
+    print(
+        f"simulator: {args.clusters} clusters x {args.nodes} nodes x {args.guests} guests, starting...",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    proc, info = start_sim(args)
+    print(f"simulator ready in {time.perf_counter() - t0:.1f} s (pid {proc.pid})", flush=True)
+    try:
+        control(info, "POST", "/faults", {"path": "/*", "action": "latency", "latency_ms": args.latency_ms})
+        rows = []
+        for level in levels:
+            control(info, "DELETE", "/requests")
+            sim_cpu = process_cpu_s(proc.pid)
+            result = asyncio.run(run_once(info, level, args.node_concurrency))
+            result["sim_cpu_s"] = process_cpu_s(proc.pid) - sim_cpu
+            counted = control(info, "GET", "/requests")
+            result["sim_calls"] = sum(c["total"] for c in counted.values())
+            result["max_in_flight"] = max(c["max_in_flight"] for c in counted.values())
+            result["concurrency"] = level
+            floor = result["calls"] * args.latency_ms / 1000 / (level * result["endpoints"])
+            result["floor_s"] = floor
+            result["ratio"] = result["wall_s"] / floor if floor else float("nan")
+            rows.append(result)
+            print(
+                f"concurrency {level}: {result['guests']} guests, {result['calls']} calls "
+                f"({result['sim_calls']} seen by the simulator, {result['retries']} retries, "
+                f"{result['issues']} issues), {result['calls'] / max(result['guests'], 1):.2f} calls/guest, "
+                f"wall {result['wall_s']:.2f} s, max loop lag {result['max_lag_s'] * 1000:.1f} ms, "
+                f"floor {floor:.2f} s (calls x {args.latency_ms:g} ms / {level * result['endpoints']}), "
+                f"ratio {result['ratio']:.2f}, sim max in flight per endpoint {result['max_in_flight']}, "
+                f"CPU: client {result['client_cpu_s']:.1f} s, simulator {result['sim_cpu_s']:.1f} s",
+                flush=True,
+            )
+        print(json.dumps(rows))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
