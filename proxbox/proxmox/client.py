@@ -118,9 +118,10 @@ class PveClient:
         """``GET /api2/json/<path>`` with query ``params``; the ``data`` payload, or None for a known
         "no data" answer (agent not configured/running, guest not running, config file gone).
 
-        ``await client.get("nodes", "pve1", "qemu", 100, "config", current=1)``
+        ``await client.get("nodes", "pve1", "qemu", 100, "config", current=1)``; a part may also hold
+        slashes (``client.get("nodes/pve1/qemu")``).
         """
-        parts = tuple(str(p).strip("/") for p in path_parts)
+        parts = tuple(seg for part in path_parts for seg in str(part).split("/") if seg)
         path = "/" + "/".join(parts)
         shape = expected_shape(parts)
         query = {k: v for k, v in params.items() if v is not None}

@@ -190,6 +190,14 @@ async def test_query_parameters_are_passed_and_none_values_dropped():
     assert script.calls[0][:2] == (("nodes", "pve1", "qemu", "100", "config"), {"current": 1})
 
 
+async def test_path_parts_may_hold_slashes_and_still_get_their_shape_checked():
+    script = Script(default={"not": "a list"})
+    async with make_client(script) as client:
+        with pytest.raises(ProxmoxMalformedResponse):
+            await client.get("/nodes/pve1/", "qemu")
+    assert script.calls[0][0] == ("nodes", "pve1", "qemu")
+
+
 async def test_requests_run_in_the_endpoints_own_bounded_pool_with_one_api_per_thread():
     active = 0
     peak = 0
