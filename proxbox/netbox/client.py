@@ -268,20 +268,24 @@ class NetBoxClient:
         )
         return {"api_version": api_version}
 
-    def _page(self, endpoint: str, params: Mapping[str, Any], offset: int) -> tuple[list[Row], int]:
+    def _page(
+        self, endpoint: str, params: Mapping[str, Any], offset: int, size: int
+    ) -> tuple[list[Row], int]:
         ep = self._endpoint(endpoint)
         req = Request(
             base=ep.url,
             http_session=self._api().http_session,
             token=self.settings.token,
             filters=dict(params),
-            limit=PAGE_SIZE,
+            limit=size,
             offset=offset,
         )
         rows = list(req.get())
         return rows, int(getattr(req, "count", len(rows)) or 0)
 
-    async def list(self, endpoint: str, *, fields: Sequence[str] = (), **filters: Any) -> list[Row]:
+    async def list(
+        self, endpoint: str, *, fields: Sequence[str] = (), page_size: int = PAGE_SIZE, **filters: Any
+    ) -> list[Row]:
         """All objects of ``endpoint`` matching ``filters`` (lists: repeated parameters), as plain dicts.
 
         ``fields`` limits what NetBox serializes (``?fields=id,name``); nested objects come brief.
@@ -291,12 +295,12 @@ class NetBoxClient:
         if fields:
             params["fields"] = ",".join(fields)
         what = f"GET {endpoint}"
-        first, count = await self._retrying(lambda: self._page(endpoint, params, 0), what)
+        first, count = await self._retrying(lambda: self._page(endpoint, params, 0, page_size), what)
         if count <= len(first):
             return first
-        offsets = range(PAGE_SIZE, count, PAGE_SIZE)
+        offsets = range(page_size, count, page_size)
         pages = await asyncio.gather(
-            *(self._retrying(lambda o=o: self._page(endpoint, params, o), what) for o in offsets)  # type: ignore[misc]
+            *(self._retrying(lambda o=o: self._page(endpoint, params, o, page_size), what) for o in offsets)  # type: ignore[misc]
         )
         rows = list(first)
         for page, _ in pages:

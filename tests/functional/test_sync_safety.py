@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 
-from proxbox.events import Note
+from proxbox.events import ItemDone, Note
+from proxbox.jobs import ListReporter, execute
+from proxbox.netbox.client import NetBoxClient
+from proxbox.sync.engine import SyncEngine
 from proxbox.sync.plan import Plan
 from tests.fixtures.sync import SyncEnv, run_sync
 
@@ -147,3 +150,26 @@ async def test_dry_run_writes_nothing_and_its_plan_is_what_the_real_run_does(syn
         if e.item.action in ("created", "updated", "deleted", "orphaned", "adopted")
     )
     assert done == planned(plan)
+
+
+async def test_cancel_stops_the_run_promptly_and_the_next_run_completes_the_work(sync_env: SyncEnv):
+    client = NetBoxClient(sync_env.settings.netbox)
+    reporter = ListReporter()
+
+    def cancel_on_first_vm(event: Any) -> None:
+        if isinstance(event, ItemDone) and event.item.kind == "virtual_machine":
+            reporter.cancel()
+
+    reporter.on_event = cancel_on_first_vm
+    try:
+        final = await execute(SyncEngine(sync_env.settings, client=client).run, "full", reporter)
+    finally:
+        client.close()
+    assert final.status == "cancelled"
+    assert not any(isinstance(e, ItemDone) and e.item.kind == "interface" for e in reporter.events)
+    assert final.counts.created == sum(
+        1 for e in reporter.events if isinstance(e, ItemDone) and e.item.action == "created"
+    )
+    rest = await run_sync(sync_env.settings)
+    assert rest.final.status == "succeeded" and rest.final.counts.created > 0
+    assert (await run_sync(sync_env.settings)).writes == 0

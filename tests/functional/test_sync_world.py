@@ -74,3 +74,18 @@ async def test_events_are_emitted_per_phase_with_totals_that_match_the_items(syn
     entries = list(sync_env.netbox.api().extras.journal_entries.all())
     assert len(entries) == 2 and all(e.kind.value == "info" for e in entries)
     assert all("full sync **succeeded**" in e.comments for e in entries)
+
+
+async def test_nodes_then_vms_runs_add_up_to_a_full_sync(sync_env: SyncEnv):
+    nodes = await run_sync(sync_env.settings, "nodes")
+    assert nodes.final.status == "succeeded"
+    api = sync_env.netbox.api()
+    assert len(list(api.dcim.devices.filter(tag="proxbox"))) == len(sync_env.sim.dump()["clusters"]) * 2
+    assert not list(api.virtualization.virtual_machines.all())
+
+    vms = await run_sync(sync_env.settings, "vms")
+    assert vms.final.status == "succeeded"
+    assert not vms.done("created", "device") and vms.done("created", "virtual_machine")
+
+    full = await run_sync(sync_env.settings, "full")
+    assert full.writes == 0
