@@ -237,10 +237,15 @@ _SHAPES: tuple[tuple[tuple[str, ...], Shape], ...] = (
 )
 
 
+_SHAPES_BY_LENGTH: dict[int, tuple[tuple[tuple[str, ...], Shape], ...]] = {
+    n: tuple(entry for entry in _SHAPES if len(entry[0]) == n) for n in {len(t) for t, _ in _SHAPES}
+}
+
+
 def expected_shape(parts: Sequence[str]) -> Shape:
     """The container type the API documents for a path (``("nodes", "pve1", "qemu")`` → ``"list"``)."""
-    for template, shape in _SHAPES:
-        if len(template) == len(parts) and all(t in ("*", p) for t, p in zip(template, parts, strict=True)):
+    for template, shape in _SHAPES_BY_LENGTH.get(len(parts), ()):
+        if all(t in ("*", p) for t, p in zip(template, parts, strict=True)):
             return shape
     return "any"
 

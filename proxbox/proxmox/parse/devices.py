@@ -189,9 +189,8 @@ def ip_from_parts(address: Any, prefix: Any, *, nic: str | None, source: IpSourc
     length = as_int(prefix)
     if length is None or not 0 <= length <= host.max_prefixlen:
         length = host.max_prefixlen
-    iface = ipaddress.ip_interface(f"{host}/{length}")
     return IpAddress(
-        address=str(iface),
+        address=f"{host}/{length}",  # what str(ip_interface(...)) gives, without building it
         family=4 if host.version == 4 else 6,
         nic=nic,
         source=source,
