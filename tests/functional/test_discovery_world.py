@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -406,3 +407,22 @@ async def test_the_event_loop_stays_responsive_during_discovery():
     assert sum(len(c.guests) for c in inventory.clusters) == 80
     assert len(lags) > 10
     assert max(lags) < 0.05, f"the loop stalled {max(lags) * 1000:.1f} ms"
+
+
+async def test_cancelling_discovery_stops_promptly_and_leaves_no_worker_behind(world_sim: SimServer):
+    world_sim.add_fault(path="/*", action="latency", latency_ms=30)
+    endpoints = client_settings(world_sim, concurrency=2)
+    task = asyncio.ensure_future(discover_all(settings_of(endpoints)))
+    await asyncio.sleep(0.2)
+    assert not task.done()
+    task.cancel()
+    async with PveClient(endpoints[0]) as probe:
+        guard = probe.guard_s  # the longest one attempt may still run in a worker
+    cancelled_at = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - cancelled_at < guard
+    names = {s.name for s in endpoints}
+    while any(t.name.startswith(tuple(f"pve-{n}" for n in names)) for t in threading.enumerate()):
+        assert time.monotonic() - cancelled_at < guard, "a worker thread outlived its client"
+        await asyncio.sleep(0.02)

@@ -90,6 +90,10 @@ def split_property_string(text: str) -> list[tuple[str | None, str]]:
     (``description="a, b"``), with backslash escapes inside the quotes.
     """
     tokens: list[tuple[str | None, str]] = []
+    if '"' not in text:  # the common case: no quoting, a plain split
+        for raw in text.split(","):
+            _add_token(tokens, raw)
+        return tokens
     buf: list[str] = []
     quoted = False
     escaped = False
