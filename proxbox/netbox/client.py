@@ -23,6 +23,7 @@ This is the only module that imports pynetbox (and the only one that talks HTTP 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import random
 import threading
 from collections import Counter
@@ -90,9 +91,9 @@ class _Session(requests.Session):
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
-        self._stats.record(method.decode() if isinstance(method, bytes) else method)
+        self._stats.record(method.decode() if isinstance(method, bytes) else str(method))
         return super().request(method, url, *args, **kwargs)
 
 
@@ -285,7 +286,7 @@ class NetBoxClient:
 
     async def list(
         self, endpoint: str, *, fields: Sequence[str] = (), page_size: int = PAGE_SIZE, **filters: Any
-    ) -> list[Row]:
+    ) -> builtins.list[Row]:
         """All objects of ``endpoint`` matching ``filters`` (lists: repeated parameters), as plain dicts.
 
         ``fields`` limits what NetBox serializes (``?fields=id,name``); nested objects come brief.
@@ -341,7 +342,7 @@ class NetBoxClient:
         items: Sequence[Mapping[str, Any]],
         *,
         lookups: Sequence[Mapping[str, Any]] | None = None,
-    ) -> list[Row]:
+    ) -> builtins.list[Row]:
         """Bulk-create ``items`` (one transaction); returns NetBox's rows in the same order.
 
         A transient failure is retried only after checking it did not land: ``lookups`` holds one filter per
@@ -352,7 +353,7 @@ class NetBoxClient:
         payload = [dict(i) for i in items]
         what = f"POST {endpoint} x{len(payload)}"
 
-        def post() -> list[Row]:
+        def post() -> builtins.list[Row]:
             ep = self._endpoint(endpoint)
             result = Request(
                 base=ep.url, http_session=self._api().http_session, token=self.settings.token
@@ -381,7 +382,9 @@ class NetBoxClient:
                 await self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _find_landed(self, endpoint: str, lookups: Sequence[Mapping[str, Any]]) -> list[Row] | None:
+    async def _find_landed(
+        self, endpoint: str, lookups: Sequence[Mapping[str, Any]]
+    ) -> builtins.list[Row] | None:
         """The rows of a batch whose create answer was lost, or None when it did not land."""
         first = await self.list(endpoint, fields=("id",), **lookups[0])
         if not first:
@@ -394,11 +397,11 @@ class NetBoxClient:
             rows.append(found[0])
         return rows
 
-    async def update(self, endpoint: str, items: Sequence[Mapping[str, Any]]) -> list[Row]:
+    async def update(self, endpoint: str, items: Sequence[Mapping[str, Any]]) -> builtins.list[Row]:
         """Bulk PATCH; each item carries its ``id``. Idempotent, so transient failures are retried."""
         payload = [dict(i) for i in items]
 
-        def patch() -> list[Row]:
+        def patch() -> builtins.list[Row]:
             ep = self._endpoint(endpoint)
             result = Request(
                 base=ep.url, http_session=self._api().http_session, token=self.settings.token

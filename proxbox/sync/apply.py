@@ -183,8 +183,9 @@ class Applier:
                     endpoint, [p for _, p in items], lookups=[_lookup(kind, p) for _, p in items]
                 )
                 for (action, _), row in zip(items, rows, strict=True):
-                    self.ids[(kind, action.key)] = row["id"]
-                    self._done_item(phase, action, row["id"])
+                    new_id: int = row["id"]
+                    self.ids[(kind, action.key)] = new_id
+                    self._done_item(phase, action, new_id)
             elif op == "update":
                 await self.client.update(endpoint, [p for _, p in items])
                 for action, _ in items:

@@ -86,16 +86,16 @@ class LogProgress:
                 changes=[f"{f}: {o!r} -> {n!r}" for f, o, n in event.changes] or None,
             )
         elif isinstance(event, ItemFailed):
-            item = event.item
+            failed = event.item
             log.warning(
                 "sync.item_failed",
                 phase=event.phase,
                 error=event.error,
                 detail=event.detail,
-                kind=item.kind if item else None,
-                name=item.name if item else None,
-                cluster=item.cluster if item else None,
-                vmid=item.vmid if item else None,
+                kind=failed.kind if failed else None,
+                name=failed.name if failed else None,
+                cluster=failed.cluster if failed else None,
+                vmid=failed.vmid if failed else None,
             )
         elif isinstance(event, Note):
             (log.debug if event.phase == "discovery" else log.info)(

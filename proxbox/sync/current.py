@@ -138,7 +138,9 @@ def _choice(value: Any) -> Any:
 
 
 def _tags(row: Row) -> frozenset[str]:
-    return frozenset(t.get("slug") for t in row.get("tags") or () if isinstance(t, Mapping) and t.get("slug"))
+    return frozenset(
+        str(t["slug"]) for t in row.get("tags") or () if isinstance(t, Mapping) and t.get("slug")
+    )
 
 
 def _text(value: Any) -> str:
@@ -212,11 +214,11 @@ def build_current(rows: Mapping[str, Sequence[Row]]) -> CurrentState:
         out.append(obj)
         return obj
 
-    mirrored = set()
+    mirrored: set[str] = set()
     for row in rows.get(TAG, ()):
         name = _text(row.get("name"))
         if _text(row.get("description")) == MIRROR_MARK:
-            mirrored.add(row.get("slug"))
+            mirrored.add(str(row.get("slug")))
         keep(
             Current(
                 kind=TAG,

@@ -38,6 +38,7 @@ from proxbox.events import (
     Reporter,
     RunKind,
     RunOutcome,
+    RunStatus,
 )
 from proxbox.logsetup import get_logger
 from proxbox.netbox.client import NetBoxClient
@@ -225,7 +226,7 @@ class _Run:
                 detail=str(exc),
                 retryable=exc.retryable,
             )
-            status = "partial" if self.counts.writes else "failed"
+            status: RunStatus = "partial" if self.counts.writes else "failed"
             if phase != "journal" and not isinstance(exc, NetBoxAuthError):
                 with contextlib.suppress(NetBoxError):  # best effort: NetBox may still be unreachable
                     await self.journal(client, "failed")

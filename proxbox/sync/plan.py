@@ -278,32 +278,32 @@ class _Planner:
         used: set[int] = set()
         pairs: list[tuple[Desired, Current | None]] = []
         for d in desired:
-            c = by_key.get(d.key)
-            if c is not None and c.id in used:
-                c = None
-            if c is None and d.alt_key is not None:
+            match = by_key.get(d.key)
+            if match is not None and match.id in used:
+                match = None
+            if match is None and d.alt_key is not None:
                 alt = by_alt.get(d.alt_key)
                 if (
                     alt is not None
                     and alt.id not in used
                     and (kind in REFERENCE_KINDS or alt.key is None or alt.key == d.key or not alt.owned)
                 ):
-                    c = alt
-            if c is not None:
-                used.add(c.id)
-            pairs.append((d, c))
+                    match = alt
+            if match is not None:
+                used.add(match.id)
+            pairs.append((d, match))
         # a name held by an owned object of another identity (a stale VM): this one takes a qualified name
         taken = {c.alt_key for c in current if c.id not in used and c.owned and c.alt_key is not None}
         # ... or by an object being renamed away in the update phase, which runs after the creates
         taken |= {c.alt_key for d, c in pairs if c is not None and c.alt_key not in (None, d.alt_key)}
         if taken and kind in (VM, DEVICE):
-            fixed = []
-            for d, c in pairs:
-                if d.alt_key in taken and (c is None or c.alt_key != d.alt_key):
+            fixed: list[tuple[Desired, Current | None]] = []
+            for d, held in pairs:
+                if d.alt_key in taken and (held is None or held.alt_key != d.alt_key):
                     name = _suffix(d)
                     fields = tuple((k, name if k == "name" else v) for k, v in d.fields)
                     d = attrs.evolve(d, fields=fields, label=name, alt_key=(*d.alt_key[:-1], name.lower()))
-                fixed.append((d, c))
+                fixed.append((d, held))
             pairs = fixed
         return pairs, [c for c in current if c.id not in used]
 
