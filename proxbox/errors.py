@@ -114,6 +114,13 @@ class NetBoxNotFound(NetBoxError):
     code = "netbox_not_found"
 
 
+class NetBoxConflict(NetBoxError):
+    """An object proxbox does not own (no ``proxbox`` tag) is where proxbox would put its own; it is left
+    alone unless ``sync.adopt_unowned`` is set."""
+
+    code = "netbox_unowned_conflict"
+
+
 # --- Runs and the API ----------------------------------------------------------------------------------
 
 

@@ -188,8 +188,8 @@ class Applier:
                     self._done_item(phase, action, new_id)
             elif op == "update":
                 await self.client.update(endpoint, [p for _, p in items])
-                for action, _ in items:
-                    self._done_item(phase, action, action.netbox_id)
+                for action, payload in items:
+                    self._done_item(phase, action, payload["id"])
             else:
                 await self.client.delete(endpoint, [a.netbox_id for a, _ in items if a.netbox_id is not None])
                 for action, _ in items:

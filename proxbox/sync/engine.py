@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 
 from proxbox.config import Settings
-from proxbox.errors import NetBoxAuthError, NetBoxError
+from proxbox.errors import NetBoxAuthError, NetBoxConflict, NetBoxError
 from proxbox.events import (
     OPERATION_OF_KIND,
     Counts,
@@ -393,8 +393,8 @@ class _Run:
         for conflict in plan.conflicts:
             self.fail(
                 phase,
-                error="netbox_unowned_conflict",
-                error_class="OwnershipConflict",
+                error=NetBoxConflict.code,
+                error_class=NetBoxConflict.__name__,
                 detail=conflict.detail,
                 item=Item(
                     kind=conflict.kind,
