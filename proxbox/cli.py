@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -50,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="configuration file (default: $PROXBOX_CONFIG or /etc/proxbox/proxbox.toml)",
     )
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override [logging].level")
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="override [logging].level"
+    )
     parser.add_argument("--log-format", choices=["auto", "json", "console"], help="override [logging].format")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in _available_commands().items():

@@ -44,7 +44,9 @@ def doc(default: Any, text: str, **kw: Any) -> Any:
 class ServerSettings:
     host: str = doc("127.0.0.1", "address to listen on; a non-loopback address requires api_keys")
     port: int = doc(8800, "TCP port")
-    api_keys: tuple[str, ...] = secret((), metadata={"doc": "API keys accepted as Bearer / X-Proxbox-API-Key"})
+    api_keys: tuple[str, ...] = secret(
+        (), metadata={"doc": "API keys accepted as Bearer / X-Proxbox-API-Key"}
+    )
     api_keys_file: str = doc("", "file with one API key per line (systemd LoadCredential=)")
     state_dir: str = doc("/var/lib/proxbox", "run history (SQLite) lives here")
     heartbeat_s: float = doc(20.0, "WebSocket ping interval; idle clients are never disconnected")
@@ -54,9 +56,15 @@ class ServerSettings:
     event_log_limit: int = doc(50000, "frames kept per run for late joiners and replay")
     history_limit: int = doc(500, "finished runs kept in history")
     drain_grace_s: float = doc(60.0, "on SIGTERM, how long a running sync may finish before it is cancelled")
-    cancel_grace_s: float = doc(10.0, "after a drain cancel, how long a run may take to stop before it is interrupted")
-    close_timeout_s: float = doc(5.0, "how long a closing WebSocket waits for the client before the socket is cut")
-    retained_runs: int = doc(10, "finished runs whose frames stay in memory for replay (history keeps the rest)")
+    cancel_grace_s: float = doc(
+        10.0, "after a drain cancel, how long a run may take to stop before it is interrupted"
+    )
+    close_timeout_s: float = doc(
+        5.0, "how long a closing WebSocket waits for the client before the socket is cut"
+    )
+    retained_runs: int = doc(
+        10, "finished runs whose frames stay in memory for replay (history keeps the rest)"
+    )
     send_buffer_bytes: int = doc(
         131072, "kernel send buffer per streaming client (0: OS autotuning); bounds what a stuck client holds"
     )
@@ -224,7 +232,16 @@ def _coerce(key: str, tp: Any, value: Any, *, from_env: bool) -> Any:
     raise AssertionError(f"unsupported settings type {tp!r} for {key}")  # pragma: no cover
 
 
-_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_BOOLS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 
 
 def _build(cls: type, prefix: str, raw: Mapping[str, Any], env_fields: set[str]) -> Any:
@@ -348,7 +365,13 @@ def _finish(settings: Settings) -> Settings:
         keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if not 0 <= server.port < 65536:
         raise ConfigError("server.port", f"must be a TCP port, got {server.port}")
-    for name in ("heartbeat_s", "auth_timeout_s", "max_message_bytes", "subscriber_buffer", "event_log_limit"):
+    for name in (
+        "heartbeat_s",
+        "auth_timeout_s",
+        "max_message_bytes",
+        "subscriber_buffer",
+        "event_log_limit",
+    ):
         _positive(f"server.{name}", getattr(server, name))
     for name in ("cancel_grace_s", "close_timeout_s", "retained_runs", "history_limit"):
         _positive(f"server.{name}", getattr(server, name))
@@ -374,9 +397,14 @@ def _check_regexes(key: str, patterns: tuple[str, ...]) -> None:
             raise ConfigError(f"{key}[{i}]", f"invalid regular expression {pattern!r}: {exc}") from None
 
 
-def settings_from_dict(data: Mapping[str, Any], env: Mapping[str, str] | None = None, source: str = "") -> Settings:
+def settings_from_dict(
+    data: Mapping[str, Any], env: Mapping[str, str] | None = None, source: str = ""
+) -> Settings:
     """Build validated Settings from parsed TOML data plus environment overrides."""
-    data = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()}
+    data = {
+        k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, Mapping) else v)
+        for k, v in data.items()
+    }
     if isinstance(data.get("proxmox"), list):
         data["proxmox"] = [dict(t) if isinstance(t, Mapping) else t for t in data["proxmox"]]
     from_env = _env_overrides(env or {}, data)

@@ -14,7 +14,9 @@ HELP = "validate a configuration file, or print a commented example"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    check = sub.add_parser("check", help="validate the config and print the effective settings, secrets redacted")
+    check = sub.add_parser(
+        "check", help="validate the config and print the effective settings, secrets redacted"
+    )
     check.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="configuration file")
     check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     sub.add_parser("example", help="print a fully commented configuration with every default")

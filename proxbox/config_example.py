@@ -27,8 +27,9 @@ def _section(name: str, cls: type, header: str) -> list[str]:
         text = f.metadata.get("doc", "")
         value = _EXAMPLE_VALUES.get((name, f.name), f.default)
         if isinstance(value, attrs.Factory):  # type: ignore[arg-type]
-            value = value.factory()  # type: ignore[union-attr]
-        rendered = to_toml({"x": {f.name: list(value) if isinstance(value, tuple) else value}}).splitlines()[1]
+            value = value.factory()
+        plain = list(value) if isinstance(value, tuple) else value
+        rendered = to_toml({"x": {f.name: plain}}).splitlines()[1]
         if text:
             lines.append(f"# {text}")
         commented = f.metadata.get("secret") or (name, f.name) not in _EXAMPLE_VALUES
@@ -41,7 +42,8 @@ def example_config() -> str:
     out = [
         "# proxbox configuration. Every key is shown with its default; uncomment to change it.",
         "# Any key can be overridden from the environment: PROXBOX_<SECTION>_<KEY>, e.g. PROXBOX_NETBOX_URL,",
-        "# and PROXBOX_PROXMOX_<INDEX>_<KEY> for [[proxmox]] tables. Secrets can come from files (*_file keys).",
+        "# and PROXBOX_PROXMOX_<INDEX>_<KEY> for [[proxmox]] tables.",
+        "# Secrets can come from files (the *_file keys).",
         "",
     ]
     for name, cls in SECTIONS.items():

@@ -2,23 +2,27 @@
 
 Everything is cached under ``$PROXBOX_CACHE`` (default ``~/.cache/proxbox``), keyed by NetBox version:
 
-- ``netbox/<version>/venv``: NetBox from PyPI plus gunicorn, in a Python >= 3.12 virtualenv (NetBox's floor);
-- ``netbox/<version>/root``: ``NETBOX_ROOT`` with ``conf/configuration.py``. The configuration reads the database
-  name, Redis database numbers and secrets from environment variables, so one install serves many instances;
-- ``netbox/<version>/migrated.dump``: a ``pg_dump`` of the migrated empty database (made once; ``migrate`` takes
-  ~9 minutes on 2 cores). A shipped seed dump (``shared/netbox-seed``) is used when present, else ``migrate`` runs;
-- a *template database* ``proxbox_nb_tmpl_<version>`` holding that schema plus an admin user and a v1 API token.
-  A clean NetBox is ``CREATE DATABASE x TEMPLATE tmpl``: under a second.
+- ``netbox/<version>/venv``: NetBox from PyPI plus gunicorn, in a Python >= 3.12 virtualenv (NetBox's
+  floor);
+- ``netbox/<version>/root``: ``NETBOX_ROOT`` with ``conf/configuration.py``. The configuration reads the
+  database name and Redis database numbers from environment variables, so one install serves many instances;
+- ``netbox/<version>/migrated.dump``: a ``pg_dump`` of the migrated empty database (made once; ``migrate``
+  takes ~9 minutes on 2 cores). A shipped seed dump (``shared/netbox-seed``) is used when present,
+  else ``migrate`` runs;
+- a *template database* ``proxbox_nb_tmpl_<version>_<cache hash>`` holding that schema plus an admin user
+  and a v1 API token. A clean NetBox is ``CREATE DATABASE x TEMPLATE tmpl``: under a second.
 
-PostgreSQL and Redis are the machine's own on 127.0.0.1 (installed with apt and started when missing, as root).
+PostgreSQL and Redis are the machine's own on 127.0.0.1 (installed with apt and started when missing, as
+root).
 NetBox itself runs under gunicorn bound to 127.0.0.1 only.
 
 Two ways to use it:
 
-- ``tools/netbox-dev up|down|status|reset|env`` (or ``python -m proxbox.devnetbox``): one long-lived instance on
-  port 8801 (database ``proxbox_nb_dev``), for the demo and for poking around. ``up`` is idempotent.
-- :class:`NetBoxHarness` from Python (the pytest fixtures): ``harness.start_instance()`` gives a private instance
-  (its own database, Redis databases and port) that ``instance.reset()`` returns to empty in about a second.
+- ``tools/netbox-dev up|down|status|reset|env`` (or ``python -m proxbox.devnetbox``): one long-lived
+  instance on port 8801 (database ``proxbox_nb_dev``), for the demo and for poking around. ``up`` is
+  idempotent.
+- :class:`NetBoxHarness` from Python (the pytest fixtures): ``harness.start_instance()`` gives a private
+  instance (its own database, Redis databases and port) that ``instance.reset()`` empties in about a second.
 """
 
 from __future__ import annotations
@@ -39,10 +43,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-
-from dataclasses import dataclass, field
 
 NETBOX_VERSION = os.environ.get("PROXBOX_NETBOX_VERSION", "4.7.3")
 PG_HOST = "127.0.0.1"
@@ -87,7 +90,9 @@ def free_port() -> int:
 def _run(cmd: Sequence[str], *, env: dict[str, str] | None = None, check: bool = True, **kw: Any) -> str:
     proc = subprocess.run(list(cmd), env=env, capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:
-        raise HarnessError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+        raise HarnessError(
+            f"{' '.join(cmd[:4])} ... failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}"
+        )
     return proc.stdout
 
 
@@ -111,7 +116,9 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def _apt_install(*packages: str) -> None:
     if not _is_root():
-        raise HarnessError(f"{', '.join(packages)} missing: install them (apt-get install {' '.join(packages)})")
+        raise HarnessError(
+            f"{', '.join(packages)} missing: install them (apt-get install {' '.join(packages)})"
+        )
     _log(f"installing {' '.join(packages)} with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run(["apt-get", "update", "-q"], env=env)
@@ -124,7 +131,9 @@ def ensure_postgres() -> None:
     if not shutil.which("pg_ctlcluster"):
         _apt_install("postgresql", "libpq-dev")
     if not _is_root():
-        raise HarnessError("PostgreSQL is not listening on 127.0.0.1:5432; start it (pg_ctlcluster <ver> main start)")
+        raise HarnessError(
+            "PostgreSQL is not listening on 127.0.0.1:5432; start it (pg_ctlcluster <ver> main start)"
+        )
     versions = sorted(os.listdir("/etc/postgresql"), key=lambda v: int(v) if v.isdigit() else 0)
     if not versions:
         raise HarnessError("no PostgreSQL cluster under /etc/postgresql")
@@ -145,8 +154,21 @@ def ensure_redis() -> None:
     _log("starting redis-server on 127.0.0.1:6379")
     Path("/tmp/proxbox-redis").mkdir(exist_ok=True)
     _run(
-        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(REDIS_PORT),
-         "--save", "", "--appendonly", "no", "--dir", "/tmp/proxbox-redis"],
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(REDIS_PORT),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/tmp/proxbox-redis",
+        ],
     )
     for _ in range(40):
         if _tcp_open(REDIS_HOST, REDIS_PORT):
@@ -163,7 +185,9 @@ def _psql_admin(sql: str) -> str:
         attempts.append(["runuser", "-u", "postgres", "--", "psql"])
     errors = []
     for base in attempts:
-        proc = subprocess.run([*base, "-v", "ON_ERROR_STOP=1", "-tAc", sql], capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [*base, "-v", "ON_ERROR_STOP=1", "-tAc", sql], capture_output=True, text=True, env=env
+        )
         if proc.returncode == 0:
             return proc.stdout
         errors.append(proc.stderr.strip())
@@ -171,7 +195,13 @@ def _psql_admin(sql: str) -> str:
 
 
 def _pg_env() -> dict[str, str]:
-    return {**os.environ, "PGPASSWORD": PG_PASSWORD, "PGHOST": PG_HOST, "PGPORT": str(PG_PORT), "PGUSER": PG_ROLE}
+    return {
+        **os.environ,
+        "PGPASSWORD": PG_PASSWORD,
+        "PGHOST": PG_HOST,
+        "PGPORT": str(PG_PORT),
+        "PGUSER": PG_ROLE,
+    }
 
 
 def _psql(sql: str, db: str = "postgres") -> str:
@@ -206,7 +236,9 @@ def _find_python312() -> str:
         if not exe:
             continue
         proc = subprocess.run(
-            [exe, "-c", "import sys, venv; print(sys.version_info >= (3, 12))"], capture_output=True, text=True
+            [exe, "-c", "import sys, venv; print(sys.version_info >= (3, 12))"],
+            capture_output=True,
+            text=True,
         )
         if proc.returncode == 0 and proc.stdout.strip() == "True":
             return exe
@@ -216,10 +248,12 @@ def _find_python312() -> str:
 def _seed_dumps() -> list[Path]:
     """Shipped migrated dumps (a CI machine's shared/netbox-seed), if any: found next to the checkout."""
     found = []
-    env_dir = os.environ.get("PROXBOX_NETBOX_SEED_DIR")
     here = Path(__file__).resolve().parent.parent
-    for base in filter(None, [env_dir, here.parent / "shared" / "netbox-seed", here / ".." / "shared" / "netbox-seed"]):
-        dump = Path(base) / f"netbox-{NETBOX_VERSION}.dump"
+    bases = [here.parent / "shared" / "netbox-seed"]
+    if os.environ.get("PROXBOX_NETBOX_SEED_DIR"):
+        bases.insert(0, Path(os.environ["PROXBOX_NETBOX_SEED_DIR"]))
+    for base in bases:
+        dump = base / f"netbox-{NETBOX_VERSION}.dump"
         if dump.is_file():
             found.append(dump)
     return found
@@ -251,9 +285,13 @@ class NetBoxInstance:
         last = ""
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise HarnessError(f"NetBox (gunicorn) exited with {self.process.returncode}; see {self.log_path}")
+                raise HarnessError(
+                    f"NetBox (gunicorn) exited with {self.process.returncode}; see {self.log_path}"
+                )
             try:
-                req = urllib.request.Request(f"{self.url}/api/status/", headers={"Authorization": f"Token {self.token}"})
+                req = urllib.request.Request(
+                    f"{self.url}/api/status/", headers={"Authorization": f"Token {self.token}"}
+                )
                 with urllib.request.urlopen(req, timeout=5) as resp:
                     if resp.status == 200:
                         return
@@ -298,7 +336,7 @@ class NetBoxHarness:
 
     @property
     def template_db(self) -> str:
-        # one template per cache directory (its secrets differ), so two caches on a machine never clobber each other
+        # one template per cache directory (their secrets differ): two caches never clobber each other
         tag = hashlib.sha256(str(self.dir.resolve()).encode()).hexdigest()[:8]
         return f"proxbox_nb_tmpl_{self.version.replace('.', '_')}_{tag}"
 
@@ -334,7 +372,10 @@ class NetBoxHarness:
             shutil.rmtree(self.venv)
         _run([python, "-m", "venv", str(self.venv)])
         pip = str(self.venv / "bin" / "pip")
-        _run([pip, "install", "-q", "--disable-pip-version-check", f"netbox=={self.version}", "gunicorn"], timeout=1800)
+        _run(
+            [pip, "install", "-q", "--disable-pip-version-check", f"netbox=={self.version}", "gunicorn"],
+            timeout=1800,
+        )
         marker.write_text(self.version)
 
     def _secrets(self) -> dict[str, str]:
@@ -358,7 +399,7 @@ class NetBoxHarness:
         (self.root / "media").mkdir(exist_ok=True)
         (conf / "__init__.py").touch()
         s = self._secrets()
-        text = f'''# Written by proxbox's NetBox harness (proxbox/devnetbox.py). Loopback-only development instance.
+        text = f'''# Written by proxbox's NetBox harness (proxbox/devnetbox.py). Loopback-only instance.
 import os
 
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
@@ -429,7 +470,9 @@ TIME_ZONE = "UTC"
             _log(f"restoring migrated schema from {dump}")
             proc = subprocess.run(
                 ["pg_restore", "--no-owner", "--no-privileges", "-d", tmpl, str(dump)],
-                env=_pg_env(), capture_output=True, text=True,
+                env=_pg_env(),
+                capture_output=True,
+                text=True,
             )
             if proc.returncode == 0:
                 restored = True
@@ -438,7 +481,9 @@ TIME_ZONE = "UTC"
             _drop_db(tmpl)
             _psql(f'CREATE DATABASE "{tmpl}" OWNER {PG_ROLE}')
         if not restored:
-            _log("running NetBox migrate on an empty database (one time per NetBox version, ~9 min on 2 cores)")
+            _log(
+                "running NetBox migrate on an empty database (one time per NetBox version, ~9 min on 2 cores)"
+            )
         # applies everything on an empty database, nothing (or what is new) on a restored one
         self._manage("migrate", "--no-input", db=tmpl, timeout=3600)
         _log(f"schema ready in {time.monotonic() - started:.0f}s")
@@ -454,7 +499,9 @@ TIME_ZONE = "UTC"
         if not self.dump_path.is_file():
             tmp = self.dump_path.with_suffix(".tmp")
             _run(["pg_dump", "-Fc", "-f", str(tmp), "-d", tmpl], env=_pg_env())
-            tmp.replace(self.dump_path)  # schema only as migrated (admin and token included; secrets are local)
+            tmp.replace(
+                self.dump_path
+            )  # schema only as migrated (admin and token included; secrets are local)
         _psql(f"COMMENT ON DATABASE \"{tmpl}\" IS '{self._template_stamp()}'")
 
     # -- instances --------------------------------------------------------------------------------------
@@ -479,7 +526,7 @@ TIME_ZONE = "UTC"
                     raise HarnessError(f"redis FLUSHDB {index} failed: {reply!r}")
 
     def _claim_slot(self) -> tuple[int, IO[str]]:
-        """A Redis slot (1..SLOTS-1) held by this process for the instance's lifetime; slot 0 is the dev instance."""
+        """A Redis slot (1..SLOTS-1) held by this process while the instance lives (0: the dev instance)."""
         slots = Path(os.environ.get("PROXBOX_NETBOX_SLOTS", "/tmp/proxbox-netbox-slots"))  # machine-wide
         slots.mkdir(parents=True, exist_ok=True)
         for slot in range(1, SLOTS):
@@ -491,14 +538,18 @@ TIME_ZONE = "UTC"
                 fh.close()
         raise HarnessError(f"all {SLOTS - 1} NetBox test slots are in use by other processes")
 
-    def start_instance(self, db: str | None = None, port: int | None = None, workers: int = 3) -> NetBoxInstance:
+    def start_instance(
+        self, db: str | None = None, port: int | None = None, workers: int = 3
+    ) -> NetBoxInstance:
         """A private NetBox on a free port with a fresh database (call :meth:`prepare` first)."""
         slot, lock = self._claim_slot()
         db = db or f"proxbox_nb_s{slot}"
         self.clone_database(db)
         self.flush_redis(slot)
         port = port or free_port()
-        inst = NetBoxInstance(self, db=db, port=port, slot=slot, token=self._secrets()["token"], slot_lock=lock)
+        inst = NetBoxInstance(
+            self, db=db, port=port, slot=slot, token=self._secrets()["token"], slot_lock=lock
+        )
         inst.process = self._spawn(db, slot, port, workers, inst.log_path, detach=False)
         try:
             inst.wait_ready()
@@ -513,21 +564,32 @@ TIME_ZONE = "UTC"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
             str(self.venv / "bin" / "gunicorn"),
-            "--bind", f"127.0.0.1:{port}",
-            "--workers", str(workers),
-            "--threads", "3",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            "3",
             "--preload",
-            "--timeout", "300",
-            "--graceful-timeout", "5",
-            "--max-requests", "0",
-            "--pid", str(self.dir / "run" / f"{db}.pid"),
+            "--timeout",
+            "300",
+            "--graceful-timeout",
+            "5",
+            "--max-requests",
+            "0",
+            "--pid",
+            str(self.dir / "run" / f"{db}.pid"),
             "netbox.wsgi",
         ]
         (self.dir / "run").mkdir(exist_ok=True)
         with open(log_path, "ab") as log:
             return subprocess.Popen(
-                cmd, env=self.netbox_env(db, slot), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=detach,
+                cmd,
+                env=self.netbox_env(db, slot),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=detach,
             )
 
     # -- the long-lived development instance ---------------------------------------------------------------
@@ -607,7 +669,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.action == "status":
             running = harness._dev_pid() is not None
-            print(f"NetBox {harness.version} dev instance: {'running on ' + harness.dev_instance().url if running else 'stopped'}")
+            print(
+                f"NetBox {harness.version} dev instance: "
+                + (f"running on {harness.dev_instance().url}" if running else "stopped")
+            )
             return 0 if running else 3
         started = time.monotonic()
         if args.action == "reset":
@@ -619,8 +684,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value in inst.env().items():
             print(f"export {key}={value}")
         if args.action != "env":
-            _log(f"NetBox {harness.version} ready at {inst.url} in {time.monotonic() - started:.1f}s "
-                 f"(UI login {ADMIN_USER}/{ADMIN_PASSWORD})")
+            _log(
+                f"NetBox {harness.version} ready at {inst.url} in {time.monotonic() - started:.1f}s "
+                f"(UI login {ADMIN_USER}/{ADMIN_PASSWORD})"
+            )
         return 0
     except HarnessError as exc:
         print(f"netbox-dev: {exc}", file=sys.stderr)

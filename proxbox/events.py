@@ -31,7 +31,16 @@ OPERATION_OF_KIND: dict[str, Operation] = {"full": "full_sync", "nodes": "device
 
 # Phases a run goes through. ``start`` and ``finish`` belong to the run itself.
 Phase = Literal[
-    "start", "discovery", "filtering", "planning", "creation", "update", "deletion", "validation", "journal", "finish"
+    "start",
+    "discovery",
+    "filtering",
+    "planning",
+    "creation",
+    "update",
+    "deletion",
+    "validation",
+    "journal",
+    "finish",
 ]
 
 Action = Literal["created", "updated", "unchanged", "deleted", "orphaned", "adopted", "skipped"]
@@ -41,7 +50,8 @@ RunStatus = Literal["succeeded", "partial", "failed", "cancelled"]
 @attrs.frozen(kw_only=True)
 class Item:
     """The object an event is about. ``kind`` is the NetBox model (``virtual_machine``, ``device``,
-    ``interface``, ``ip_address``, ``mac_address``, ``virtual_disk``, ``cluster``...) or ``guest``/``node`` for
+    ``interface``, ``ip_address``, ``mac_address``, ``virtual_disk``, ``cluster``...) or ``guest``/``node``
+    for
     Proxmox-side objects."""
 
     kind: str
@@ -62,7 +72,9 @@ class Counts:
     orphaned: int = 0
 
     def __add__(self, other: Counts) -> Counts:
-        return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in attrs.fields(Counts)})
+        return Counts(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in attrs.fields(Counts)}
+        )
 
     def bump(self, action: str, n: int = 1) -> Counts:
         """A copy with ``action`` (created/updated/...) incremented; unknown actions are ignored."""

@@ -64,7 +64,9 @@ async def execute(
         )
         reporter.emit(final)
         raise
-    except Exception as exc:  # the job's own bug or an unexpected library error: report, never crash the server
+    except (
+        Exception
+    ) as exc:  # the job's own bug or an unexpected library error: report, never crash the server
         log.exception("run.job_crashed", run_id=reporter.run_id, kind=kind)
         code = exc.code if isinstance(exc, ProxboxError) else "internal_error"
         retryable = exc.retryable if isinstance(exc, ProxboxError) else False
