@@ -29,6 +29,7 @@ TLS certificate verification failure         no       ProxmoxUnavailable (a conf
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import re
@@ -63,6 +64,17 @@ Shape = Literal["list", "dict", "list_or_null", "any"]
 
 class MalformedPayload(Exception):
     """Raised by the client for a 2xx payload that failed :func:`check_shape`."""
+
+
+class HttpStatusError(Exception):
+    """A non-2xx answer to a GET. ``reason`` is the HTTP reason phrase, which PVE sets to the first line of
+    its error message; ``body`` is kept for logs, never parsed for decisions."""
+
+    def __init__(self, status: int, reason: str, body: bytes = b"") -> None:
+        super().__init__(f"HTTP {status} {reason}".strip())
+        self.status = status
+        self.reason = reason
+        self.body = body
 
 
 @attrs.frozen(kw_only=True)
@@ -115,6 +127,9 @@ def classify(exc: BaseException) -> Failure:
         reason = str(exc.content or exc.status_message or "").strip().splitlines()
         text = f"HTTP {exc.status_code} {reason[0] if reason else ''}".strip()
         return _status_failure(int(exc.status_code), text)
+    if isinstance(exc, HttpStatusError):
+        reason = exc.reason.strip().splitlines()
+        return _status_failure(exc.status, f"HTTP {exc.status} {reason[0] if reason else ''}".strip())
     if isinstance(exc, AuthenticationError):
         match = _LOGIN_CODE.search(str(exc))
         status = int(match.group(1)) if match else None
@@ -136,7 +151,9 @@ def classify(exc: BaseException) -> Failure:
         return Failure(kind=exc.code, reason=exc.message, error=type(exc), retry=False)
     if isinstance(exc, MalformedPayload):
         return Failure(kind="malformed", reason=str(exc), error=ProxmoxMalformedResponse, retry=True)
-    if isinstance(exc, requests.exceptions.SSLError) and _cert_verify_failed(exc):
+    if isinstance(exc, ssl.SSLCertVerificationError) or (
+        isinstance(exc, requests.exceptions.SSLError) and _cert_verify_failed(exc)
+    ):
         return Failure(
             kind="tls_verify", reason="TLS certificate verification failed", error=ProxmoxUnavailable
         )
@@ -151,7 +168,12 @@ def classify(exc: BaseException) -> Failure:
         return Failure(
             kind="connection", reason=_short(exc, "connection failed"), error=ProxmoxUnavailable, retry=True
         )
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError):
+    if isinstance(
+        exc,
+        requests.exceptions.ChunkedEncodingError
+        | requests.exceptions.ContentDecodingError
+        | http.client.IncompleteRead,
+    ):
         return Failure(
             kind="connection", reason="connection broken mid-body", error=ProxmoxUnavailable, retry=True
         )
@@ -163,7 +185,7 @@ def classify(exc: BaseException) -> Failure:
             error=ProxmoxMalformedResponse,
             retry=True,
         )
-    if isinstance(exc, requests.exceptions.RequestException | OSError):
+    if isinstance(exc, requests.exceptions.RequestException | OSError | http.client.HTTPException):
         return Failure(
             kind="connection", reason=_short(exc, "request failed"), error=ProxmoxUnavailable, retry=True
         )

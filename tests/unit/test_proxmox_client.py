@@ -43,25 +43,18 @@ def settings(**kw: Any) -> ProxmoxSettings:
     return ProxmoxSettings(**base)
 
 
-class FakeSession(requests.Session):
-    def __init__(self) -> None:
-        super().__init__()
-        self.closed = False
-
-    def close(self) -> None:
-        super().close()
-        self.closed = True
-
-
 class FakeApi:
-    """Stands in for ProxmoxAPI: answers ``get`` from a shared script of outcomes."""
+    """Stands in for a worker's connection: answers ``get`` from a shared script of outcomes."""
 
     def __init__(self, script: Script) -> None:
         self.script = script
-        self._store = {"session": FakeSession()}
+        self.closed = False
 
     def get(self, *parts: str, **params: Any) -> Any:
         return self.script.next(parts, params)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class Script:
@@ -252,7 +245,7 @@ async def test_close_closes_every_session_and_later_calls_fail_fast():
     client = make_client(script, concurrency=2)
     await asyncio.gather(*(client.get("nodes") for _ in range(6)))
     await client.close()
-    assert script.apis and all(api._store["session"].closed for api in script.apis)
+    assert script.apis and all(api.closed for api in script.apis)
     with pytest.raises(ProxmoxUnavailable):
         await client.get("nodes")
 
