@@ -201,12 +201,13 @@ class _ClusterDiscovery:
 
     async def run(self) -> ClusterInventory:
         started = time.monotonic()
-        status, resources, version = await asyncio.gather(
+        answers: tuple[Any, ...] = await asyncio.gather(
             self._fetch("cluster", "status"),
             self._fetch("cluster", "resources", then=_Resources.from_api),
             self._fetch("version"),
             return_exceptions=True,
         )
+        status, resources, version = answers
         for result in (status, resources, version):
             if isinstance(result, BaseException) and not isinstance(result, ProxboxError):
                 raise result
@@ -228,10 +229,11 @@ class _ClusterDiscovery:
         if isinstance(version, ProxboxError):
             self._record(_issue("cluster", cluster.name, version))
 
+        grouped = resources
         if isinstance(resources, ProxboxError):
             self._record(_issue("cluster", cluster.name, resources))
-            resources = _Resources()
-        rows_by_node, node_online = resources.guests_by_node, resources.node_online
+            grouped = _Resources()
+        rows_by_node, node_online = grouped.guests_by_node, grouped.node_online
 
         membership = {str(as_str(m.get("name"))): m for m in members}
         names = sorted({*membership, *rows_by_node})

@@ -1,10 +1,11 @@
 """What a failed Proxmox call means, and how long to wait before the next try. Pure: no I/O, no clock.
 
-:func:`classify` turns whatever proxmoxer/requests raised (or a payload that failed :func:`check_shape`) into
-a :class:`Failure`: retry or not, re-login or not, "absent" (a known *no data* answer) or a typed error.
-The decision is made on types and status codes; the only text matched is PVE's own reason phrase for the
-documented "no data" 500s (PVE has no other signal for them) and the status code proxmoxer embeds in its
-login error (it keeps no attribute for it).
+:func:`classify` turns whatever a call raised (the client's connection: :class:`HttpStatusError`, ``OSError``,
+``http.client`` and ``ssl`` errors, JSON errors; a ticket login through proxmoxer/requests; or a payload that
+failed :func:`check_shape`) into a :class:`Failure`: retry or not, re-login or not, "absent" (a known *no
+data* answer) or a typed error. The decision is made on types and status codes; the only text matched is
+PVE's own reason phrase for the documented "no data" 500s (PVE has no other signal for them) and the status
+code proxmoxer embeds in its login error (it keeps no attribute for it).
 
 Policy (see docs/discovery.md):
 
@@ -39,7 +40,7 @@ from typing import Any, Literal
 
 import attrs
 import requests
-from proxmoxer import AuthenticationError, ResourceException
+from proxmoxer import AuthenticationError
 
 from proxbox.errors import (
     ProxmoxAuthError,
@@ -123,10 +124,6 @@ _LOGIN_CODE = re.compile(r"code: (\d{3})")
 
 def classify(exc: BaseException) -> Failure:
     """The meaning of one failed attempt."""
-    if isinstance(exc, ResourceException):
-        reason = str(exc.content or exc.status_message or "").strip().splitlines()
-        text = f"HTTP {exc.status_code} {reason[0] if reason else ''}".strip()
-        return _status_failure(int(exc.status_code), text)
     if isinstance(exc, HttpStatusError):
         reason = exc.reason.strip().splitlines()
         return _status_failure(exc.status, f"HTTP {exc.status} {reason[0] if reason else ''}".strip())
