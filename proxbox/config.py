@@ -139,6 +139,9 @@ class SyncSettings:
     journal: bool = doc(True, "write a journal entry on each touched cluster at the end of a run")
     interval_s: float = doc(0.0, "run a full sync every N seconds while serving (0: only on demand)")
     node_concurrency: int = doc(4, "guests discovered in parallel per node")
+    proxmox_max_in_flight: int = doc(
+        6, "Proxmox calls in flight across all endpoints (bounds the threads competing with the event loop)"
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -384,6 +387,7 @@ def _finish(settings: Settings) -> Settings:
     _check_regexes("sync.exclude_guests", sync.exclude_guests)
     if sync.prune_after_days < 0:
         raise ConfigError("sync.prune_after_days", "must be 0 or more")
+    _positive("sync.proxmox_max_in_flight", sync.proxmox_max_in_flight)
     if sync.max_deletes_per_run < 0:
         raise ConfigError("sync.max_deletes_per_run", "must be 0 or more")
     return attrs.evolve(settings, netbox=nb, proxmox=tuple(endpoints), server=server)

@@ -452,10 +452,10 @@ def long_lived_clients(settings: Any) -> dict[str, Any]:
     server's lifetime (sessions and tickets reused across runs, and their statistics stay visible to
     :func:`clients_of`). Close them with :func:`close_clients`."""
     from proxbox.netbox.client import NetBoxClient
-    from proxbox.proxmox.client import PveClient
+    from proxbox.proxmox.client import make_clients
     from proxbox.proxmox.discovery import discover_all
 
-    pve = [PveClient(px) for px in settings.proxmox]
+    pve = make_clients(settings)
     return {"client": NetBoxClient(settings.netbox), "discover": functools.partial(discover_all, clients=pve)}
 
 

@@ -28,7 +28,6 @@ cluster is named, when a node is listed, for every guest discovered and for ever
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -38,7 +37,7 @@ import attrs
 from proxbox.config import Settings
 from proxbox.errors import ProxboxError, ProxmoxMalformedResponse
 from proxbox.logsetup import get_logger
-from proxbox.proxmox.client import PveClient
+from proxbox.proxmox.client import PveClient, make_clients
 from proxbox.proxmox.models import (
     Cluster,
     ClusterInventory,
@@ -62,12 +61,6 @@ from proxbox.proxmox.parse import (
 log = get_logger(__name__)
 
 GUEST_KINDS: tuple[GuestKind, ...] = ("qemu", "lxc")
-
-# Proxmox calls in flight across all endpoints of one discover_all. Each call costs ~0.6 ms of CPU under the
-# GIL; against a 5 ms API, 12 in flight keep the loop lag's p99 near 10 ms where 24 double it, while fewer
-# than 12 cost wall time (bench/discovery.py, docs/discovery.md). The default configuration (three
-# endpoints at concurrency 4) is exactly at the bound.
-MAX_CALLS_IN_FLIGHT = 12
 
 ProgressKind = Literal["cluster", "node", "guest", "issue"]
 
@@ -108,30 +101,6 @@ def _issue(
     )
 
 
-@attrs.frozen
-class _Resources:
-    """``/cluster/resources`` grouped: guest rows by node, and which nodes it says are online."""
-
-    guests_by_node: dict[str, list[Mapping[str, Any]]] = attrs.field(factory=dict)
-    node_online: dict[str, bool] = attrs.field(factory=dict)
-
-    @classmethod
-    def from_api(cls, rows: Sequence[Any] | None) -> _Resources:
-        """Runs in a worker thread (``fetch(then=...)``): thousands of rows are not walked on the loop."""
-        grouped = cls()
-        for row in rows or ():
-            if not isinstance(row, Mapping):
-                continue
-            kind, node = as_str(row.get("type")), as_str(row.get("node"))
-            if node is None:
-                continue
-            if kind in GUEST_KINDS and as_int(row.get("vmid")) is not None:
-                grouped.guests_by_node.setdefault(node, []).append(row)
-            elif kind == "node":
-                grouped.node_online[node] = as_str(row.get("status")) == "online"
-        return grouped
-
-
 @attrs.define
 class _NodeResult:
     node: Node
@@ -143,14 +112,9 @@ class _ClusterDiscovery:
     """The state of discovering one endpoint: counters, issues and the progress callback."""
 
     def __init__(
-        self,
-        client: PveClient,
-        node_concurrency: int,
-        on_progress: ProgressCallback | None,
-        limiter: asyncio.Semaphore | None = None,
+        self, client: PveClient, node_concurrency: int, on_progress: ProgressCallback | None
     ) -> None:
         self.client = client
-        self.limiter = limiter
         self.endpoint = client.name
         self.width = max(1, node_concurrency)
         self.on_progress = on_progress
@@ -194,20 +158,16 @@ class _ClusterDiscovery:
         )
         self._emit("issue", node=issue.node, issue=issue, message=issue.detail)
 
-    async def _fetch(self, *path: str | int, then: Callable[[Any], Any] | None = None) -> Any:
-        return await self.client.fetch(path, then=then, limiter=self.limiter)
-
     # --------------------------------------------------------------------------------------------- cluster
 
     async def run(self) -> ClusterInventory:
         started = time.monotonic()
-        answers: tuple[Any, ...] = await asyncio.gather(
-            self._fetch("cluster", "status"),
-            self._fetch("cluster", "resources", then=_Resources.from_api),
-            self._fetch("version"),
+        status, resources, version = await asyncio.gather(
+            self.client.get("cluster", "status"),
+            self.client.get("cluster", "resources"),
+            self.client.version(),
             return_exceptions=True,
         )
-        status, resources, version = answers
         for result in (status, resources, version):
             if isinstance(result, BaseException) and not isinstance(result, ProxboxError):
                 raise result
@@ -229,11 +189,21 @@ class _ClusterDiscovery:
         if isinstance(version, ProxboxError):
             self._record(_issue("cluster", cluster.name, version))
 
-        grouped = resources
+        rows_by_node: dict[str, list[Mapping[str, Any]]] = {}
+        node_online: dict[str, bool] = {}
         if isinstance(resources, ProxboxError):
             self._record(_issue("cluster", cluster.name, resources))
-            grouped = _Resources()
-        rows_by_node, node_online = grouped.guests_by_node, grouped.node_online
+        else:
+            for row in resources:
+                if not isinstance(row, Mapping):
+                    continue
+                kind, node = as_str(row.get("type")), as_str(row.get("node"))
+                if node is None:
+                    continue
+                if kind in GUEST_KINDS and as_int(row.get("vmid")) is not None:
+                    rows_by_node.setdefault(node, []).append(row)
+                elif kind == "node":
+                    node_online[node] = as_str(row.get("status")) == "online"
 
         membership = {str(as_str(m.get("name"))): m for m in members}
         names = sorted({*membership, *rows_by_node})
@@ -307,10 +277,10 @@ class _ClusterDiscovery:
             return _NodeResult(node=node, guests=guests, complete=False)
 
         answers: tuple[Any, ...] = await asyncio.gather(
-            self._fetch("nodes", name, "qemu"),
-            self._fetch("nodes", name, "lxc"),
-            self._fetch("nodes", name, "status"),
-            self._fetch("nodes", name, "network"),
+            self.client.get("nodes", name, "qemu"),
+            self.client.get("nodes", name, "lxc"),
+            self.client.get("nodes", name, "status"),
+            self.client.get("nodes", name, "network"),
             return_exceptions=True,
         )
         qemu, lxc, status, network = answers
@@ -349,16 +319,8 @@ class _ClusterDiscovery:
         for guest in fallback:
             self._guest_done(guest)
 
-        # ``width`` lanes take the guests in turn (rather than a task per guest behind a semaphore: thousands
-        # of tasks cost the loop time to create and to wake)
-        found: list[Guest | None] = [None] * len(listed)
-        todo = iter(enumerate(listed))
-
-        async def lane() -> None:
-            for i, (kind, row) in todo:
-                found[i] = await self._guest(cluster, name, kind, row)
-
-        await asyncio.gather(*(lane() for _ in range(min(self.width, len(listed)))))
+        gate = asyncio.Semaphore(self.width)
+        found = await asyncio.gather(*(self._guest(cluster, name, kind, row, gate) for kind, row in listed))
         guests = [g for g in found if g is not None] + fallback
         return _NodeResult(node=node, guests=guests, complete=complete)
 
@@ -373,104 +335,66 @@ class _ClusterDiscovery:
         self._emit("guest", node=guest.node, guest=guest)
 
     async def _guest(
-        self, cluster: Cluster, node: str, kind: GuestKind, row: Mapping[str, Any]
+        self, cluster: Cluster, node: str, kind: GuestKind, row: Mapping[str, Any], gate: asyncio.Semaphore
     ) -> Guest | None:
-        """Read one guest: its config, then its runtime view if it has one; parsing runs in the worker
-        thread (``fetch(then=...)``), so thousands of guests do not queue CPU work on the event loop."""
-        read = _GuestRead(
-            kind=kind, cluster=cluster.name, node=node, vmid=as_int(row.get("vmid")) or 0, row=row
-        )
-        try:
-            configured = await self._fetch(*read.config_path, then=read.after_config)
-        except ProxboxError as exc:
-            self._record(_issue("guest", cluster.name, exc, node=node, vmid=read.vmid))
-            guest = read.parse(None)
-            self._guest_done(guest)
-            return guest
-        if configured is None:  # "configuration file does not exist": deleted or migrated meanwhile
-            self.total -= 1
-            log.info("discovery.guest_vanished", endpoint=self.endpoint, node=node, vmid=read.vmid)
-            return None
-        guest = configured.guest
-        if guest is None:
-            config, path = configured.config, configured.runtime_path
+        vmid = as_int(row.get("vmid")) or 0
+        async with gate:
             try:
-                guest = await self._fetch(*path, then=functools.partial(read.parse, config))
+                config = await self.client.get("nodes", node, kind, vmid, "config")
             except ProxboxError as exc:
-                self._record(_issue("guest", cluster.name, exc, node=node, vmid=read.vmid))
-                guest = read.parse(config, None, ips_complete=False)
-        self._guest_done(guest)
-        return guest
-
-
-@attrs.frozen(kw_only=True)
-class _Configured:
-    """A guest's config, and either the guest parsed already or the runtime view still to read."""
-
-    config: Mapping[str, Any]
-    guest: Guest | None = None
-    runtime_path: tuple[str | int, ...] = ()
-
-
-@attrs.frozen(kw_only=True)
-class _GuestRead:
-    """The pure steps of reading one guest. ``after_config`` and ``parse`` run in a worker thread."""
-
-    kind: GuestKind
-    cluster: str
-    node: str
-    vmid: int
-    row: Mapping[str, Any]
-
-    @property
-    def config_path(self) -> tuple[str | int, ...]:
-        return ("nodes", self.node, self.kind, self.vmid, "config")
-
-    def after_config(self, config: Mapping[str, Any] | None) -> _Configured | None:
-        if config is None:
-            return None
-        path = self.runtime_path(config)
-        if path is None:
-            return _Configured(config=config, guest=self.parse(config))
-        return _Configured(config=config, runtime_path=path)
-
-    def runtime_path(self, config: Mapping[str, Any]) -> tuple[str | int, ...] | None:
-        """The runtime view of a running guest: the agent's interfaces (qemu, agent enabled in the config)
-        or ``/interfaces`` (lxc); None when there is nothing to read."""
-        if as_str(self.row.get("status")) != "running":
-            return None
-        if self.kind == "qemu":
-            if not agent_enabled(config):
+                self._record(_issue("guest", cluster.name, exc, node=node, vmid=vmid))
+                guest = guest_from_api(kind, cluster=cluster.name, node=node, listing=row, config=None)
+                self._guest_done(guest)
+                return guest
+            if config is None:  # "configuration file does not exist": deleted or migrated meanwhile
+                self.total -= 1
+                log.info("discovery.guest_vanished", endpoint=self.endpoint, node=node, vmid=vmid)
                 return None
-            return ("nodes", self.node, "qemu", self.vmid, "agent", "network-get-interfaces")
-        return ("nodes", self.node, "lxc", self.vmid, "interfaces")
-
-    def parse(
-        self, config: Mapping[str, Any] | None, runtime: Any = None, *, ips_complete: bool = True
-    ) -> Guest:
-        """``ips_complete=False``: the runtime read failed, so the addresses may be incomplete."""
-        return guest_from_api(
-            self.kind,
-            cluster=self.cluster,
-            node=self.node,
-            listing=self.row,
+            runtime, ips_complete = await self._runtime(cluster, node, kind, vmid, row, config)
+        guest = guest_from_api(
+            kind,
+            cluster=cluster.name,
+            node=node,
+            listing=row,
             config=config,
             runtime=runtime,
             ips_complete=ips_complete,
         )
+        self._guest_done(guest)
+        return guest
+
+    async def _runtime(
+        self,
+        cluster: Cluster,
+        node: str,
+        kind: GuestKind,
+        vmid: int,
+        row: Mapping[str, Any],
+        config: Mapping[str, Any],
+    ) -> tuple[Any, bool]:
+        """The agent's interfaces (qemu) or ``/interfaces`` (lxc) of a running guest, and whether that read
+        worked (False: the addresses are incomplete)."""
+        if as_str(row.get("status")) != "running":
+            return None, True
+        if kind == "qemu":
+            if not agent_enabled(config):
+                return None, True
+            path: tuple[str | int, ...] = ("nodes", node, "qemu", vmid, "agent", "network-get-interfaces")
+        else:
+            path = ("nodes", node, "lxc", vmid, "interfaces")
+        try:
+            return await self.client.get(*path), True
+        except ProxboxError as exc:
+            self._record(_issue("guest", cluster.name, exc, node=node, vmid=vmid))
+            return None, False
 
 
 async def discover(
-    client: PveClient,
-    *,
-    node_concurrency: int = 4,
-    on_progress: ProgressCallback | None = None,
-    limiter: asyncio.Semaphore | None = None,
+    client: PveClient, *, node_concurrency: int = 4, on_progress: ProgressCallback | None = None
 ) -> ClusterInventory:
     """Discover the cluster behind ``client``. Raises a :class:`~proxbox.errors.ProxmoxError` only when the
-    cluster cannot even be named (``/cluster/status`` unreadable); every other failure is an issue.
-    ``limiter``: a semaphore shared with other discoveries, bounding calls in flight across endpoints."""
-    return await _ClusterDiscovery(client, node_concurrency, on_progress, limiter).run()
+    cluster cannot even be named (``/cluster/status`` unreadable); every other failure is an issue."""
+    return await _ClusterDiscovery(client, node_concurrency, on_progress).run()
 
 
 async def discover_all(
@@ -479,27 +403,20 @@ async def discover_all(
     on_progress: ProgressCallback | None = None,
     clients: Sequence[PveClient] | None = None,
     node_concurrency: int | None = None,
-    max_in_flight: int = MAX_CALLS_IN_FLIGHT,
 ) -> Inventory:
     """Discover every configured endpoint in parallel, one :class:`PveClient` each.
 
     ``clients`` lets a long-lived caller (the server) reuse its clients, which are then left open; otherwise
     a client is made per endpoint and closed at the end. An endpoint that fails entirely becomes a
     :class:`DiscoveryIssue` in ``failed_endpoints`` and the others go on.
-
-    At most ``max_in_flight`` calls run at once across all endpoints (each endpoint is also bounded by its
-    own ``concurrency``): every call costs CPU under the one GIL the event loop also needs, so however many
-    endpoints are configured, the number of threads competing with the loop stays bounded.
     """
     width = node_concurrency if node_concurrency is not None else settings.sync.node_concurrency
     owned = clients is None
-    pool = list(clients) if clients is not None else [PveClient(px) for px in settings.proxmox]
-    threads = sum(c.settings.concurrency for c in pool)
-    limiter = asyncio.Semaphore(max(1, max_in_flight)) if threads > max_in_flight else None
+    pool = list(clients) if clients is not None else make_clients(settings)
 
     async def one(client: PveClient) -> ClusterInventory | DiscoveryIssue:
         try:
-            return await discover(client, node_concurrency=width, on_progress=on_progress, limiter=limiter)
+            return await discover(client, node_concurrency=width, on_progress=on_progress)
         except ProxboxError as exc:
             issue = _issue("cluster", client.name, exc)
         except Exception as exc:  # a bug must not hide the other endpoints' results

@@ -73,7 +73,8 @@ class Guest:
     ostype: str | None = None
     description: str = ""
     agent_enabled: bool = False
-    config_complete: bool = True  # False when the config could not be read (the guest is kept, details absent)
+    # False when the config could not be read (the guest is kept, its details are absent)
+    config_complete: bool = True
     # False when the runtime address source (guest agent, LXC /interfaces) failed: ips may be missing, so the
     # sync must not remove addresses it no longer sees for this guest
     ips_complete: bool = True

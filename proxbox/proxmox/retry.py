@@ -1,11 +1,10 @@
 """What a failed Proxmox call means, and how long to wait before the next try. Pure: no I/O, no clock.
 
-:func:`classify` turns whatever a call raised (the client's connection: :class:`HttpStatusError`, ``OSError``,
-``http.client`` and ``ssl`` errors, JSON errors; a ticket login through proxmoxer/requests; or a payload that
-failed :func:`check_shape`) into a :class:`Failure`: retry or not, re-login or not, "absent" (a known *no
-data* answer) or a typed error. The decision is made on types and status codes; the only text matched is
-PVE's own reason phrase for the documented "no data" 500s (PVE has no other signal for them) and the status
-code proxmoxer embeds in its login error (it keeps no attribute for it).
+:func:`classify` turns whatever proxmoxer/requests raised (or a payload that failed :func:`check_shape`) into
+a :class:`Failure`: retry or not, re-login or not, "absent" (a known *no data* answer) or a typed error.
+The decision is made on types and status codes; the only text matched is PVE's own reason phrase for the
+documented "no data" 500s (PVE has no other signal for them) and the status code proxmoxer embeds in its
+login error (it keeps no attribute for it).
 
 Policy (see docs/discovery.md):
 
@@ -30,7 +29,6 @@ TLS certificate verification failure         no       ProxmoxUnavailable (a conf
 
 from __future__ import annotations
 
-import http.client
 import json
 import random
 import re
@@ -40,7 +38,7 @@ from typing import Any, Literal
 
 import attrs
 import requests
-from proxmoxer import AuthenticationError
+from proxmoxer import AuthenticationError, ResourceException
 
 from proxbox.errors import (
     ProxmoxAuthError,
@@ -65,17 +63,6 @@ Shape = Literal["list", "dict", "list_or_null", "any"]
 
 class MalformedPayload(Exception):
     """Raised by the client for a 2xx payload that failed :func:`check_shape`."""
-
-
-class HttpStatusError(Exception):
-    """A non-2xx answer to a GET. ``reason`` is the HTTP reason phrase, which PVE sets to the first line of
-    its error message; ``body`` is kept for logs, never parsed for decisions."""
-
-    def __init__(self, status: int, reason: str, body: bytes = b"") -> None:
-        super().__init__(f"HTTP {status} {reason}".strip())
-        self.status = status
-        self.reason = reason
-        self.body = body
 
 
 @attrs.frozen(kw_only=True)
@@ -124,9 +111,10 @@ _LOGIN_CODE = re.compile(r"code: (\d{3})")
 
 def classify(exc: BaseException) -> Failure:
     """The meaning of one failed attempt."""
-    if isinstance(exc, HttpStatusError):
-        reason = exc.reason.strip().splitlines()
-        return _status_failure(exc.status, f"HTTP {exc.status} {reason[0] if reason else ''}".strip())
+    if isinstance(exc, ResourceException):
+        reason = str(exc.content or exc.status_message or "").strip().splitlines()
+        text = f"HTTP {exc.status_code} {reason[0] if reason else ''}".strip()
+        return _status_failure(int(exc.status_code), text)
     if isinstance(exc, AuthenticationError):
         match = _LOGIN_CODE.search(str(exc))
         status = int(match.group(1)) if match else None
@@ -148,9 +136,7 @@ def classify(exc: BaseException) -> Failure:
         return Failure(kind=exc.code, reason=exc.message, error=type(exc), retry=False)
     if isinstance(exc, MalformedPayload):
         return Failure(kind="malformed", reason=str(exc), error=ProxmoxMalformedResponse, retry=True)
-    if isinstance(exc, ssl.SSLCertVerificationError) or (
-        isinstance(exc, requests.exceptions.SSLError) and _cert_verify_failed(exc)
-    ):
+    if isinstance(exc, requests.exceptions.SSLError) and _cert_verify_failed(exc):
         return Failure(
             kind="tls_verify", reason="TLS certificate verification failed", error=ProxmoxUnavailable
         )
@@ -165,12 +151,7 @@ def classify(exc: BaseException) -> Failure:
         return Failure(
             kind="connection", reason=_short(exc, "connection failed"), error=ProxmoxUnavailable, retry=True
         )
-    if isinstance(
-        exc,
-        requests.exceptions.ChunkedEncodingError
-        | requests.exceptions.ContentDecodingError
-        | http.client.IncompleteRead,
-    ):
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError):
         return Failure(
             kind="connection", reason="connection broken mid-body", error=ProxmoxUnavailable, retry=True
         )
@@ -182,7 +163,7 @@ def classify(exc: BaseException) -> Failure:
             error=ProxmoxMalformedResponse,
             retry=True,
         )
-    if isinstance(exc, requests.exceptions.RequestException | OSError | http.client.HTTPException):
+    if isinstance(exc, requests.exceptions.RequestException | OSError):
         return Failure(
             kind="connection", reason=_short(exc, "request failed"), error=ProxmoxUnavailable, retry=True
         )

@@ -7,7 +7,6 @@ it ends as a typed error after the configured attempts, within the time the sett
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,7 +23,7 @@ from proxbox.errors import (
     ProxmoxPermissionError,
     ProxmoxUnavailable,
 )
-from proxbox.proxmox.client import IDLE_CHECK_S, PveClient
+from proxbox.proxmox.client import PveClient
 from proxbox.sim import SimServer, generate
 
 RETRIES = 3
@@ -280,40 +279,6 @@ async def test_concurrency_toward_the_endpoint_is_bounded(sim1: SimServer):
     assert counters["max_in_flight"] == 3
 
 
-# ------------------------------------------------------------------------------------------- connections
-
-
-async def test_each_worker_keeps_its_connection_alive_across_calls(sim1: SimServer):
-    async with PveClient(settings_for(sim1, concurrency=2)) as client:
-        for _ in range(3):
-            await asyncio.gather(*(client.get("nodes") for _ in range(10)))
-        assert client.stats.requests == 30
-        assert 1 <= client.stats.connections <= 2  # one TLS handshake per worker, not per call
-
-
-async def test_an_error_answer_closes_the_connection_and_the_next_call_opens_a_new_one(sim1: SimServer):
-    async with PveClient(settings_for(sim1, concurrency=1)) as client:
-        await client.version()
-        with pytest.raises(ProxmoxNotFound):
-            await client.get("cluster", "no-such-thing")  # PVE closes the connection after any error answer
-        assert (await client.version())["version"] == "9.1.2"
-        assert client.stats.connections == 2
-        assert client.stats.errors == {"501": 1}
-
-
-async def test_a_connection_the_server_closed_while_idle_is_reopened_without_a_failed_attempt(
-    sim1: SimServer,
-):
-    async with PveClient(settings_for(sim1, concurrency=1)) as client:
-        await client.version()
-        await sim1.cluster_down("lab-a")  # closes the open keep-alive connection
-        await sim1.cluster_up("lab-a")
-        await asyncio.sleep(IDLE_CHECK_S + 0.1)
-        assert (await client.version())["version"] == "9.1.2"
-        assert (client.stats.retries, client.stats.errors) == (0, {})
-        assert client.stats.connections == 2
-
-
 # ----------------------------------------------------------------------------------------- environment
 
 
@@ -327,66 +292,6 @@ async def test_proxy_environment_is_honoured(sim1: SimServer, monkeypatch: pytes
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     async with PveClient(settings_for(sim1)) as client:
         assert (await client.version())["version"] == "9.1.2"
-
-
-class ConnectProxy:
-    """A minimal HTTP CONNECT proxy on the test's loop: records each tunnel request, then pipes bytes."""
-
-    def __init__(self) -> None:
-        self.tunnels: list[tuple[str, dict[str, str]]] = []
-        self.server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def __aenter__(self) -> ConnectProxy:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = (await reader.readline()).decode().split()
-        headers: dict[str, str] = {}
-        while (line := (await reader.readline()).decode().strip()) != "":
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        self.tunnels.append((" ".join(request[:2]), headers))
-        host, _, port = request[1].rpartition(":")
-        up_reader, up_writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
-async def test_calls_go_through_an_http_connect_proxy_with_its_credentials(
-    sim1: SimServer, monkeypatch: pytest.MonkeyPatch
-):
-    async with ConnectProxy() as proxy:
-        monkeypatch.setenv("HTTPS_PROXY", f"http://squid:p%40ss@127.0.0.1:{proxy.port}")
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
-        s = settings_for(sim1, concurrency=1)
-        async with PveClient(s) as client:
-            assert (await client.version())["version"] == "9.1.2"
-            assert (await client.get("cluster", "status"))[0]["type"] == "cluster"
-    assert [target for target, _ in proxy.tunnels] == [f"CONNECT {s.host}:{s.port}"]  # one kept-alive tunnel
-    assert proxy.tunnels[0][1]["proxy-authorization"] == "Basic " + base64.b64encode(b"squid:p@ss").decode()
 
 
 async def test_ca_bundle_from_the_environment_is_used_when_verify_is_true(

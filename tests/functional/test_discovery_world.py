@@ -14,11 +14,9 @@ import attrs
 import pytest
 
 from proxbox.config import ProxmoxSettings, Settings
-from proxbox.proxmox import discovery
 from proxbox.proxmox.client import PveClient
 from proxbox.proxmox.discovery import DiscoveryProgress, discover, discover_all
 from proxbox.proxmox.models import ClusterInventory, Guest, Node
-from proxbox.proxmox.parse import guest_from_api
 from proxbox.sim import SimServer, SimThread, World, generate
 
 
@@ -409,37 +407,6 @@ async def test_the_event_loop_stays_responsive_during_discovery():
     assert sum(len(c.guests) for c in inventory.clusters) == 80
     assert len(lags) > 10
     assert max(lags) < 0.05, f"the loop stalled {max(lags) * 1000:.1f} ms"
-
-
-async def test_guests_are_parsed_in_the_worker_threads_not_on_the_event_loop(
-    world_sim: SimServer, monkeypatch: pytest.MonkeyPatch
-):
-    threads: set[str] = set()
-
-    def recording(*args: Any, **kw: Any) -> Guest:
-        threads.add(threading.current_thread().name)
-        return guest_from_api(*args, **kw)
-
-    monkeypatch.setattr(discovery, "guest_from_api", recording)
-    async with PveClient(client_settings(world_sim)[0]) as client:
-        inv = await discover(client)
-    assert len(inv.guests) == 12
-    assert threads and all(name.startswith("pve-lab-a_") for name in threads), threads
-
-
-async def test_calls_in_flight_are_bounded_across_endpoints_and_the_world_is_still_complete(
-    world_sim: SimServer,
-):
-    world_sim.add_fault(path="/*", action="latency", latency_ms=10)
-    endpoints = client_settings(world_sim, concurrency=4)  # 3 endpoints: 12 workers
-    world_sim.reset_requests()
-    inventory = await discover_all(settings_of(endpoints), max_in_flight=2)
-    oracle = oracle_of(world_sim)
-    assert inventory.failed_endpoints == ()
-    for inv in inventory.clusters:
-        assert_cluster_matches(inv, oracle[inv.cluster.name])
-    peaks = [c["max_in_flight"] for c in world_sim.requests().values()]
-    assert max(peaks) <= 2, peaks  # without the bound each endpoint would see 4
 
 
 async def test_cancelling_discovery_stops_promptly_and_leaves_no_worker_behind(world_sim: SimServer):

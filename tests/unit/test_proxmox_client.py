@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+from proxmoxer import ResourceException
 
 from proxbox.config import ProxmoxSettings
 from proxbox.errors import (
@@ -21,7 +22,6 @@ from proxbox.errors import (
     ProxmoxUnavailable,
 )
 from proxbox.proxmox.client import PveClient
-from proxbox.proxmox.retry import HttpStatusError
 
 SECRET = "2b1c7f0e-5d3a-4c1e-9a77-0e2f7d3c9b10"
 
@@ -43,18 +43,25 @@ def settings(**kw: Any) -> ProxmoxSettings:
     return ProxmoxSettings(**base)
 
 
+class FakeSession(requests.Session):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def close(self) -> None:
+        super().close()
+        self.closed = True
+
+
 class FakeApi:
-    """Stands in for a worker's connection: answers ``get`` from a shared script of outcomes."""
+    """Stands in for ProxmoxAPI: answers ``get`` from a shared script of outcomes."""
 
     def __init__(self, script: Script) -> None:
         self.script = script
-        self.closed = False
+        self._store = {"session": FakeSession()}
 
     def get(self, *parts: str, **params: Any) -> Any:
         return self.script.next(parts, params)
-
-    def close(self) -> None:
-        self.closed = True
 
 
 class Script:
@@ -90,8 +97,8 @@ def make_client(script: Script, **kw: Any) -> PveClient:
     return client
 
 
-def http(status: int, reason: str = "") -> HttpStatusError:
-    return HttpStatusError(status, reason, b'{"data":null}')
+def http(status: int, reason: str = "") -> ResourceException:
+    return ResourceException(status, "status", reason, errors=None)
 
 
 async def test_a_transient_failure_is_retried_and_recovers():
@@ -245,7 +252,7 @@ async def test_close_closes_every_session_and_later_calls_fail_fast():
     client = make_client(script, concurrency=2)
     await asyncio.gather(*(client.get("nodes") for _ in range(6)))
     await client.close()
-    assert script.apis and all(api.closed for api in script.apis)
+    assert script.apis and all(api._store["session"].closed for api in script.apis)
     with pytest.raises(ProxmoxUnavailable):
         await client.get("nodes")
 
@@ -261,110 +268,3 @@ async def test_cancelling_a_call_does_not_leak_its_slot():
             await task
         gate.set()
         assert await asyncio.wait_for(client.get("nodes"), 2) == []
-
-
-async def test_workers_start_with_the_client_and_end_with_it():
-    client = make_client(Script(default=[]), concurrency=3)
-    names = {t.name for t in threading.enumerate() if t.name.startswith("pve-lab_")}
-    try:
-        # started up front: a thread started later, while the others hold the GIL, stalls the loop
-        assert names == {"pve-lab_0", "pve-lab_1", "pve-lab_2"}
-    finally:
-        await client.close()
-    deadline = time.monotonic() + 2
-    while any(t.name in names for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "a worker outlived close()"
-        await asyncio.sleep(0.01)
-
-
-async def test_then_runs_in_the_worker_on_the_payload_and_its_result_is_returned():
-    seen: list[tuple[Any, str]] = []
-
-    def then(payload: Any) -> int:
-        seen.append((payload, threading.current_thread().name))
-        return len(payload)
-
-    script = Script(default=[{"vmid": 100}, {"vmid": 101}])
-    async with make_client(script) as client:
-        assert await client.fetch(("nodes", "pve1", "qemu"), then=then) == 2
-    assert seen == [([{"vmid": 100}, {"vmid": 101}], seen[0][1])]
-    assert seen[0][1].startswith("pve-lab_")
-
-
-async def test_then_gets_none_for_a_no_data_answer():
-    script = Script(default=http(500, "QEMU guest agent is not running"))
-    async with make_client(script) as client:
-        got = await client.fetch(("nodes", "pve1", "qemu", 100, "agent", "x"), then=lambda p: ("parsed", p))
-        assert got == ("parsed", None)
-        assert client.stats.absent == 1
-
-
-async def test_what_then_raises_reaches_the_caller_unchanged_and_is_not_retried():
-    def broken(payload: Any) -> Any:
-        raise ZeroDivisionError("a parser bug")
-
-    script = Script(default=[])
-    async with make_client(script) as client:
-        with pytest.raises(ZeroDivisionError, match="a parser bug"):
-            await client.fetch(("nodes",), then=broken)
-        assert (client.stats.retries, client.stats.failures) == (0, 0)
-    assert len(script.calls) == 1
-
-
-async def test_a_shared_limiter_bounds_calls_in_flight_across_clients():
-    active = 0
-    peak = 0
-    lock = threading.Lock()
-
-    def slow() -> list[int]:
-        nonlocal active, peak
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        time.sleep(0.02)
-        with lock:
-            active -= 1
-        return []
-
-    limiter = asyncio.Semaphore(2)
-    async with (
-        make_client(Script(default=slow), concurrency=3) as a,
-        make_client(Script(default=slow), concurrency=3) as b,
-    ):
-        calls = [c.fetch(("nodes",), limiter=limiter) for c in (a, b) for _ in range(8)]
-        await asyncio.gather(*calls)
-    assert peak == 2  # 6 workers, but never more than 2 calls at once across both clients
-    assert limiter._value == 2  # every token came back
-
-
-async def test_attempts_finishing_together_wake_the_loop_once():
-    arrived = threading.Semaphore(0)
-    go = threading.Event()
-
-    def wait_for_go() -> list[Any]:
-        arrived.release()
-        go.wait(2)
-        return []
-
-    script = Script(default=wait_for_go)
-    loop = asyncio.get_running_loop()
-    wakeups = 0
-    original = loop.call_soon_threadsafe
-
-    def counting(*args: Any, **kw: Any) -> Any:
-        nonlocal wakeups
-        wakeups += 1
-        return original(*args, **kw)
-
-    async with make_client(script, concurrency=4) as client:
-        calls = asyncio.gather(*(client.get("nodes") for _ in range(4)))
-        for _ in range(4):  # all four are running in the workers
-            assert await asyncio.to_thread(arrived.acquire, timeout=2)
-        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
-        try:
-            go.set()
-            time.sleep(0.3)  # noqa: ASYNC251 (on purpose: the loop is busy while all four finish)
-            assert await calls == [[], [], [], []]
-        finally:
-            del loop.call_soon_threadsafe
-    assert wakeups == 1

@@ -67,8 +67,7 @@ def qemu_config(vmid: int, agent: str = "1") -> dict[str, Any]:
 
 
 class FakeClient:
-    """Answers ``get``/``fetch`` from a dict of path → payload or exception; records every call. ``fetch``
-    applies ``then`` to the answer, as the real client does in its worker thread."""
+    """Answers ``get`` from a dict of path → payload or exception; records every call."""
 
     def __init__(self, answers: dict[str, Any]) -> None:
         self.name = "ep"
@@ -85,10 +84,6 @@ class FakeClient:
         if isinstance(answer, BaseException):
             raise answer
         return answer
-
-    async def fetch(self, path: Any, params: Any = None, *, then: Any = None, limiter: Any = None) -> Any:
-        answer = await self.get(*path, **(params or {}))
-        return then(answer) if then is not None else answer
 
     async def version(self) -> Any:
         return await self.get("version")
