@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -385,28 +386,50 @@ async def test_issues_are_reported_as_progress_when_they_happen(world_sim: SimSe
     ]
 
 
-async def test_the_event_loop_stays_responsive_during_discovery():
-    """The simulator runs in its own thread (its work is not on this loop); a ticker measures the lag."""
+async def test_the_event_loop_stays_responsive_during_discovery(monkeypatch: pytest.MonkeyPatch):
+    """Every Proxmox call runs in a worker thread, never on the loop, and the loop keeps ticking throughout.
+
+    The simulator runs in its own thread (its work is not on this loop). Absolute lag numbers belong to
+    bench/discovery.py (a shared 2-core machine makes them noise in a test); here the loop must never be
+    blocked by a call, and a ticker must keep running for the whole discovery."""
+    loop_thread = threading.get_ident()
+    call_threads: list[str] = []
+    real_call = PveClient._call
+
+    def recording_call(self: PveClient, *args: Any) -> Any:
+        call_threads.append(
+            threading.current_thread().name if threading.get_ident() != loop_thread else "LOOP"
+        )
+        return real_call(self, *args)
+
+    monkeypatch.setattr(PveClient, "_call", recording_call)
     world = generate(seed=9, clusters=2, nodes=3, guests=40)
     with SimThread(world, control=True) as sim:
         sim.add_fault(path="/*", action="latency", latency_ms=2)
-        lags: list[float] = []
+        ticks: list[float] = []
         stop = asyncio.Event()
 
         async def ticker() -> None:
-            interval = 0.005
             while not stop.is_set():
-                before = time.perf_counter()
-                await asyncio.sleep(interval)
-                lags.append(time.perf_counter() - before - interval)
+                await asyncio.sleep(0.005)
+                ticks.append(time.perf_counter())
 
         tick = asyncio.create_task(ticker())
+        started = time.perf_counter()
         inventory = await discover_all(settings_of(client_settings(sim, concurrency=4)))
+        ended = time.perf_counter()
         stop.set()
         await tick
     assert sum(len(c.guests) for c in inventory.clusters) == 80
-    assert len(lags) > 10
-    assert max(lags) < 0.05, f"the loop stalled {max(lags) * 1000:.1f} ms"
+    assert call_threads and "LOOP" not in call_threads
+    assert all(name.startswith("pve-") for name in call_threads)
+    # the loop kept ticking: no stretch of the discovery (its start included) was spent blocked or starved
+    points = [started, *(t for t in ticks if started <= t < ended), ended]
+    longest = max(b - a for a, b in itertools.pairwise(points))
+    assert len(points) > 12
+    assert longest < (ended - started) / 3, (
+        f"the loop stood still {longest * 1000:.0f} ms of {ended - started:.2f} s"
+    )
 
 
 async def test_cancelling_discovery_stops_promptly_and_leaves_no_worker_behind(world_sim: SimServer):
