@@ -96,6 +96,14 @@ def _run(cmd: Sequence[str], *, env: dict[str, str] | None = None, check: bool =
     return proc.stdout
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -546,6 +554,7 @@ TIME_ZONE = "UTC"
         db = db or f"proxbox_nb_s{slot}"
         self.clone_database(db)
         self.flush_redis(slot)
+        self._stop_stale(db)  # a gunicorn left by a killed session that held this slot before
         port = port or free_port()
         inst = NetBoxInstance(
             self, db=db, port=port, slot=slot, token=self._secrets()["token"], slot_lock=lock
@@ -577,6 +586,7 @@ TIME_ZONE = "UTC"
             "5",
             "--max-requests",
             "0",
+            "--no-control-socket",  # one shared default path would make instances fight over it
             "--pid",
             str(self.dir / "run" / f"{db}.pid"),
             "netbox.wsgi",
@@ -590,7 +600,23 @@ TIME_ZONE = "UTC"
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=detach,
+                # a private instance dies with the process that started it, even when that one is killed
+                preexec_fn=None if detach else _die_with_parent,
             )
+
+    def _stop_stale(self, db: str) -> None:
+        pidfile = self.dir / "run" / f"{db}.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+        pidfile.unlink(missing_ok=True)
 
     # -- the long-lived development instance ---------------------------------------------------------------
 
