@@ -10,10 +10,11 @@ runs (qemu guests with an answering guest agent), so discovery sees every addres
 It starts its own NetBox from the harness (proxbox/devnetbox.py: own database, cleaned with a template
 re-clone) and its own simulator (in a thread), then measures:
 
-1. **floor**: NetBox's own bulk-create throughput for the same write volume, on a clean NetBox: the same
-   number of objects of the same kinds (VMs, interfaces, MAC addresses, IP addresses, virtual disks, plus the
-   follow-up primary-MAC / primary-IP PATCHes), sent as bulk requests of the same size with the same
-   concurrency, with no discovery and no logic in between;
+1. **floor**: NetBox's own bulk-write time for the same objects, on a clean NetBox: the first sync's plan is
+   computed beforehand (not timed), then exactly its objects (same payloads: tags, custom fields,
+   references) are sent as bulk requests of the same size with the same concurrency, level by level, with no
+   discovery, no reads and no logic in between;
+   ``--bare-floor`` also measures the same volume as minimal objects (no tags, custom fields or references);
 2. **first sync** on a clean NetBox: wall time, NetBox requests by method, objects written per second;
 3. **re-sync** right after: wall time, requests by method (it must write nothing).
 
@@ -32,15 +33,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from proxbox.config import NetBoxSettings, Settings, SyncSettings  # noqa: E402
-from proxbox.devnetbox import NetBoxHarness  # noqa: E402
-from proxbox.events import ItemDone, PhaseCompleted  # noqa: E402
-from proxbox.jobs import ListReporter, execute  # noqa: E402
-from proxbox.logsetup import configure_logging  # noqa: E402
-from proxbox.netbox.client import NetBoxClient  # noqa: E402
-from proxbox.sim import Profile, SimThread, generate  # noqa: E402
-from proxbox.sim.model import GiB, SimDisk, SimNic, World, pool_address  # noqa: E402
-from proxbox.sync.engine import SyncEngine  # noqa: E402
+from proxbox.config import NetBoxSettings, Settings, SyncSettings
+from proxbox.devnetbox import NetBoxHarness
+from proxbox.events import ItemDone, PhaseCompleted
+from proxbox.jobs import ListReporter, execute
+from proxbox.logsetup import configure_logging
+from proxbox.netbox.client import NetBoxClient
+from proxbox.sim import Profile, SimThread, generate
+from proxbox.sim.model import GiB, SimDisk, SimNic, World, pool_address
+from proxbox.sync.apply import Applier
+from proxbox.sync.engine import SyncEngine
+from proxbox.sync.model import ENDPOINT, LEVEL
+from proxbox.sync.plan import Action, Plan
 
 NIC_VLANS = (10, 20)
 
@@ -137,8 +141,9 @@ async def timed_sync(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def floor(settings: Settings, guests: int, clusters: int) -> dict[str, Any]:
-    """The same write volume as the first sync's guests, sent as plain bulk requests."""
+async def bare_floor(settings: Settings, guests: int, clusters: int) -> dict[str, Any]:
+    """The same write volume as the first sync's guests, as minimal objects (no tags, custom fields or
+    references beyond the parent), sent as plain bulk requests."""
     nb = settings.netbox
     client = NetBoxClient(nb)
     sem = asyncio.Semaphore(nb.concurrency)
@@ -242,6 +247,62 @@ async def floor(settings: Settings, guests: int, clusters: int) -> dict[str, Any
     }
 
 
+async def replay_floor(settings: Settings) -> dict[str, Any]:
+    """The first sync's own writes, replayed: the plan is computed first (not timed), then exactly its
+    objects are sent to the clean NetBox as bulk requests of the same size and concurrency, level by level,
+    with nothing in between but looking up the ids of the objects created a level before."""
+    client = NetBoxClient(settings.netbox)
+    plans: list[Plan] = []
+    try:
+        engine = SyncEngine(settings, client=client, dry_run=True, on_plan=plans.append)
+        await execute(engine.run, "full", ListReporter())
+        (plan,) = plans
+        encoder = Applier(
+            client=client, plan=plan, reporter=ListReporter(), operation="full_sync", settings=settings
+        )
+        sem = asyncio.Semaphore(settings.netbox.concurrency)
+        chunk = settings.netbox.bulk_chunk
+        before = client.stats.snapshot()
+
+        async def send(kind: str, actions: list[Action]) -> None:
+            payloads = [encoder._payload(a) for a in actions]
+            async with sem:
+                if actions[0].op == "create":
+                    rows = await client.create(ENDPOINT[kind], payloads)
+                    for action, row in zip(actions, rows, strict=True):
+                        encoder.ids[(kind, action.key)] = row["id"]
+                else:
+                    await client.update(ENDPOINT[kind], payloads)
+
+        started = time.monotonic()
+        for actions in (plan.creations, plan.updates):
+            for level in sorted({LEVEL[a.kind] for a in actions}):
+                by_kind: dict[str, list[Action]] = {}
+                for a in actions:
+                    if LEVEL[a.kind] == level:
+                        by_kind.setdefault(a.kind, []).append(a)
+                await asyncio.gather(
+                    *(
+                        send(k, group[i : i + chunk])
+                        for k, group in by_kind.items()
+                        for i in range(0, len(group), chunk)
+                    )
+                )
+        wall = time.monotonic() - started
+        after = client.stats.snapshot()
+    finally:
+        client.close()
+    written = plan.writes
+    return {
+        "wall_s": round(wall, 2),
+        "written": written,
+        "objects_per_s": round(written / wall, 1),
+        "requests": {
+            m: after.get(m, 0) - before.get(m, 0) for m in after if after.get(m, 0) - before.get(m, 0)
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clusters", type=int, default=3)
@@ -250,7 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=100, help="objects per bulk request (netbox.bulk_chunk)")
     parser.add_argument("--concurrency", type=int, default=4, help="parallel NetBox requests")
     parser.add_argument("--workers", type=int, default=3, help="NetBox gunicorn workers")
-    parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--skip-floor", action="store_true", help="do not measure the floor")
+    parser.add_argument(
+        "--bare-floor",
+        action="store_true",
+        help="also measure the floor with minimal objects (no tags, no refs)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
     configure_logging("warning", "console", stream=sys.stderr)
@@ -267,10 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with SimThread(world) as sim:
             settings = settings_for(instance.url, instance.token, sim, args.chunk, args.concurrency)
+            if args.bare_floor:
+                instance.reset()
+                print("bare floor: the same volume as minimal objects ...", flush=True)
+                results["bare_floor"] = asyncio.run(bare_floor(settings, args.guests, args.clusters))
+                print(f"  {results['bare_floor']}", flush=True)
             if not args.skip_floor:
                 instance.reset()
-                print("floor: bulk-creating the same volume with no logic in between ...", flush=True)
-                results["floor"] = asyncio.run(floor(settings, args.guests, args.clusters))
+                print("floor: the first sync's own writes replayed with no logic in between ...", flush=True)
+                results["floor"] = asyncio.run(replay_floor(settings))
                 print(f"  {results['floor']}", flush=True)
             instance.reset()
             print("first sync ...", flush=True)
@@ -286,9 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"first sync : {first['wall_s']:>8.1f} s  {first['written']} objects written, "
           f"{first['objects_per_s']} objects/s, requests {first['requests']}")  # fmt: skip
-    print(
-        f"re-sync    : {again['wall_s']:>8.1f} s  {again['written']} objects written, requests {again['requests']}"
-    )
+    print(f"re-sync    : {again['wall_s']:>8.1f} s  {again['written']} objects written, "
+          f"requests {again['requests']}")  # fmt: skip
     if "floor" in results:
         fl = results["floor"]
         results["ratio_to_floor"] = round(first["wall_s"] / fl["wall_s"], 2)
@@ -296,6 +366,13 @@ def main(argv: list[str] | None = None) -> int:
             f"floor      : {fl['wall_s']:>8.1f} s  {fl['written']} objects, {fl['objects_per_s']} objects/s"
         )
         print(f"ratio      : first sync / floor = {results['ratio_to_floor']}")
+    if "bare_floor" in results:
+        bf = results["bare_floor"]
+        results["ratio_to_bare_floor"] = round(first["wall_s"] / bf["wall_s"], 2)
+        print(
+            f"bare floor : {bf['wall_s']:>8.1f} s  {bf['written']} objects, {bf['objects_per_s']} objects/s"
+        )
+        print(f"ratio      : first sync / bare floor = {results['ratio_to_bare_floor']}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     ok = first["status"] == "succeeded" and again["status"] == "succeeded" and again["written"] == 0
