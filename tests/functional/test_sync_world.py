@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from proxbox.config import NetBoxSettings, Settings
 from proxbox.events import ItemDone, PhaseStarted
+from proxbox.sim import SimServer, generate
 from tests.fixtures.sync import SyncEnv, expected_from_dump, netbox_snapshot, run_sync
 
 pytestmark = pytest.mark.netbox
@@ -89,3 +91,19 @@ async def test_nodes_then_vms_runs_add_up_to_a_full_sync(sync_env: SyncEnv):
 
     full = await run_sync(sync_env.settings, "full")
     assert full.writes == 0
+
+
+async def test_standalone_node_is_its_own_cluster(netbox: Any):
+    world = generate(seed=5, clusters=1, nodes=2, guests=4, standalone=1, standalone_guests=3)
+    async with SimServer(world) as sim:
+        settings = Settings(
+            netbox=NetBoxSettings(url=netbox.url, token=netbox.token), proxmox=tuple(sim.proxmox_settings())
+        )
+        run = await run_sync(settings)
+        assert run.final.status == "succeeded", [f.detail for f in run.failures()]
+        expected = expected_from_dump(sim.dump())
+    actual = netbox_snapshot(netbox.api())
+    assert diff(expected, actual) == []
+    standalone = next(c for c in sim.dump()["clusters"] if c["standalone"])
+    assert standalone["name"] in actual["clusters"]
+    assert (standalone["name"], standalone["nodes"][0]["name"]) in actual["devices"]
