@@ -1,14 +1,19 @@
 """``PveClient``: one Proxmox VE endpoint, read through proxmoxer in a bounded thread pool.
 
-proxmoxer is blocking (requests underneath). Each client owns a ``ThreadPoolExecutor`` of
-``settings.concurrency`` threads named ``pve-<endpoint>`` (never the loop's default executor) and one
-``ProxmoxAPI`` per worker thread (``threading.local``), built lazily *inside* the worker because a ticket
-login is a blocking POST. A ``requests.Session`` is not shared between threads.
+proxmoxer is blocking (requests underneath). Each client owns ``settings.concurrency`` worker threads named
+``pve-<endpoint>_<i>`` (never the loop's default executor), started with the client, and one ``ProxmoxAPI``
+per worker thread (``threading.local``), built lazily *inside* the worker because a ticket login is a
+blocking POST. A ``requests.Session`` is not shared between threads.
 
-Every call is one attempt in the pool, guarded by ``asyncio.wait_for`` (connect + read + 2 s; twice the
-request part in ticket mode, where an attempt may include a login). An attempt only enters the pool when a
-worker is free, so time spent waiting for a slot never counts against the guard; a slot is released when its
-thread really finishes, so a hung request keeps its slot and the pool never over-commits.
+The loop side is kept as light as the GIL allows, because every worker's requests/TLS/JSON work competes with
+the event loop for it: threads are started up front (starting one later would block the loop until the new
+thread gets the GIL), and finished attempts wake the loop once per batch (one self-pipe write however many
+workers finish before the loop runs), not once per attempt.
+
+Every call is one attempt in a worker, guarded by a timer on the loop (connect + read + 2 s; twice the request
+part in ticket mode, where an attempt may include a login). An attempt is only handed to the workers when one
+is free, so time spent waiting for a slot never counts against the guard; a slot is released when its worker
+really finishes, so a hung request keeps its slot and the client never over-commits.
 
 Failures are classified by :mod:`proxbox.proxmox.retry`: transient ones are retried with exponential
 backoff and full jitter (``settings.retries`` attempts, first delay up to ``settings.backoff_s``; sleeping
@@ -22,9 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import os
+import queue
 import random
 import threading
 import time
@@ -84,6 +89,21 @@ class _Attempt:
     elapsed_s: float
 
 
+_CLOSED = _Attempt(payload=None, error=ProxmoxUnavailable("client closed"), generation=-1, elapsed_s=0.0)
+
+
+@attrs.define(eq=False)
+class _Job:
+    """One attempt handed to a worker. ``waiter`` and ``limiter`` belong to the loop; the worker only fills
+    ``result``."""
+
+    parts: tuple[str, ...]
+    query: dict[str, Any]
+    waiter: asyncio.Future[_Attempt]
+    limiter: asyncio.Semaphore | None
+    result: _Attempt = _CLOSED
+
+
 class PveClient:
     """An async, retrying reader of one Proxmox VE API endpoint. Use ``async with`` or call :meth:`close`."""
 
@@ -98,9 +118,6 @@ class PveClient:
         self.name = settings.label
         self.stats = ClientStats()
         self._rng = rng or random.Random()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=settings.concurrency, thread_name_prefix=f"pve-{self.name}"
-        )
         self._slots = asyncio.Semaphore(settings.concurrency)
         # shared by every client of a process (see make_clients): bounds the worker threads that compete with
         # the event loop for the GIL, however many endpoints are configured
@@ -109,11 +126,22 @@ class PveClient:
         self._lock = threading.Lock()
         self._generation = 0
         self._apis: list[ProxmoxAPI] = []  # every API built, so close() can close their sessions
-        self._inflight: set[concurrent.futures.Future[_Attempt]] = set()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._done: collections.deque[_Job] = collections.deque()  # finished, not yet seen by the loop
+        self._drain_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inflight: set[_Job] = set()  # handed to the workers, not finished yet
+        self._idle: asyncio.Future[None] | None = None  # close() waits on it for _inflight to empty
         self._closed = False
         self._proxies, self._verify = _from_environment(settings)
         request_s = settings.connect_timeout + settings.timeout
         self.guard_s = request_s * (1 if settings.uses_token else 2) + GUARD_SLACK_S
+        self._threads = [
+            threading.Thread(target=self._work, name=f"pve-{self.name}_{i}", daemon=True)
+            for i in range(settings.concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def __aenter__(self) -> PveClient:
         return self
@@ -182,14 +210,17 @@ class PveClient:
         return payload
 
     async def close(self) -> None:
-        """Stop the pool, wait (bounded by the guard) for attempts still running, close every session."""
+        """Stop the workers (queued attempts end as "client closed"), wait (bounded by the guard) for attempts
+        still running, close every session."""
         if self._closed:
             return
         self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        running = [asyncio.wrap_future(f) for f in list(self._inflight) if not f.done()]
-        if running:
-            await asyncio.wait(running, timeout=self.guard_s)
+        for _ in self._threads:
+            self._jobs.put(None)
+        if self._inflight:
+            self._idle = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._idle), self.guard_s)
         with self._lock:
             apis, self._apis = self._apis, []
         for api in apis:
@@ -209,40 +240,71 @@ class PveClient:
         )
 
     async def _attempt(self, parts: tuple[str, ...], query: Mapping[str, Any]) -> _Attempt:
-        """One call in the pool, once a worker is free; a guard timeout becomes a TimeoutError attempt."""
+        """One call in a worker, once one is free; a guard timeout becomes a TimeoutError attempt."""
         if self._closed:
-            return _Attempt(
-                payload=None, error=ProxmoxUnavailable("client closed"), generation=-1, elapsed_s=0.0
-            )
-        loop = asyncio.get_running_loop()
+            return _CLOSED
         await self._slots.acquire()
-        if self._limiter is not None:
+        limiter = self._limiter
+        if limiter is not None:
             try:
-                await self._limiter.acquire()
+                await limiter.acquire()
             except BaseException:
                 self._slots.release()
                 raise
+        if self._closed:
+            self._release(limiter)
+            return _CLOSED
+        loop = self._loop = asyncio.get_running_loop()
+        job = _Job(parts=parts, query=dict(query), waiter=loop.create_future(), limiter=limiter)
+        self._inflight.add(job)
+        self._jobs.put(job)
+        guard = loop.call_later(self.guard_s, _expire, job.waiter, time.monotonic())
         try:
-            future = self._executor.submit(self._call, parts, dict(query))
-        except RuntimeError as exc:  # the pool was shut down meanwhile
-            self._release()
-            return _Attempt(payload=None, error=ProxmoxUnavailable(str(exc)), generation=-1, elapsed_s=0.0)
-        self._inflight.add(future)
-        future.add_done_callback(lambda f: _call_soon(loop, self._finished, f))
-        started = time.monotonic()
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.guard_s)
-        except TimeoutError as exc:
-            return _Attempt(payload=None, error=exc, generation=-1, elapsed_s=time.monotonic() - started)
+            # the waiter is shielded: a cancelled caller leaves the job to finish and free its slot
+            return await asyncio.shield(job.waiter)
+        finally:
+            guard.cancel()
 
-    def _finished(self, future: concurrent.futures.Future[_Attempt]) -> None:
-        self._inflight.discard(future)
-        self._release()
+    def _drain(self) -> None:
+        """On the loop: release the slots of finished attempts and wake their callers."""
+        self._drain_scheduled = False  # before popping: a job appended after this line schedules a new drain
+        done = self._done
+        while done:
+            job = done.popleft()
+            self._inflight.discard(job)
+            self._release(job.limiter)
+            if not job.waiter.done():
+                job.waiter.set_result(job.result)
+        if self._idle is not None and not self._inflight and not self._idle.done():
+            self._idle.set_result(None)
 
-    def _release(self) -> None:
+    def _release(self, limiter: asyncio.Semaphore | None) -> None:
         self._slots.release()
-        if self._limiter is not None:
-            self._limiter.release()
+        if limiter is not None:
+            limiter.release()
+
+    # ------------------------------------------------------------------------------- worker-side internals
+
+    def _work(self) -> None:
+        """A worker thread: run attempts until the ``None`` sentinel (queued ones end as "client closed")."""
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if not self._closed:
+                job.result = self._call(job.parts, job.query)
+            self._completed(job)
+
+    def _completed(self, job: _Job) -> None:
+        """Hand a finished attempt to the loop. Only the first one since the last drain wakes the loop (one
+        self-pipe write); workers finishing before the loop runs just queue behind it."""
+        self._done.append(job)
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            loop = self._loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to release
+                    loop.call_soon_threadsafe(self._drain)
 
     def _call(self, parts: tuple[str, ...], query: dict[str, Any]) -> _Attempt:
         """Runs in a worker thread: never raises, returns the payload or the exception."""
@@ -308,9 +370,13 @@ class PveClient:
                 self._generation += 1
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to release
-        loop.call_soon_threadsafe(callback, *args)
+def _expire(waiter: asyncio.Future[_Attempt], started: float) -> None:
+    """The guard: the caller gets a TimeoutError attempt; the worker keeps its slot until it really ends."""
+    if not waiter.done():
+        error = TimeoutError(f"no answer within {time.monotonic() - started:.1f} s")
+        waiter.set_result(
+            _Attempt(payload=None, error=error, generation=-1, elapsed_s=time.monotonic() - started)
+        )
 
 
 def _from_environment(settings: ProxmoxSettings) -> tuple[dict[str, str], bool | str]:

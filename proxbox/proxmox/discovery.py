@@ -36,6 +36,7 @@ import attrs
 
 from proxbox.config import Settings
 from proxbox.errors import ProxboxError, ProxmoxMalformedResponse
+from proxbox.heap import full_collections_deferred
 from proxbox.logsetup import get_logger
 from proxbox.proxmox.client import PveClient, make_clients
 from proxbox.proxmox.models import (
@@ -408,7 +409,8 @@ async def discover_all(
 
     ``clients`` lets a long-lived caller (the server) reuse its clients, which are then left open; otherwise
     a client is made per endpoint and closed at the end. An endpoint that fails entirely becomes a
-    :class:`DiscoveryIssue` in ``failed_endpoints`` and the others go on.
+    :class:`DiscoveryIssue` in ``failed_endpoints`` and the others go on. Automatic full garbage
+    collections are postponed meanwhile (:func:`proxbox.heap.full_collections_deferred`).
     """
     width = node_concurrency if node_concurrency is not None else settings.sync.node_concurrency
     owned = clients is None
@@ -449,7 +451,9 @@ async def discover_all(
                 log.exception("discovery.progress_callback_failed", endpoint=client.name)
         return issue
 
-    results = await asyncio.gather(*(one(c) for c in pool))
+    # the inventory is built up for the whole call: a full collection would scan all of it (see proxbox.heap)
+    with full_collections_deferred():
+        results = await asyncio.gather(*(one(c) for c in pool))
     return Inventory(
         clusters=tuple(r for r in results if isinstance(r, ClusterInventory)),
         failed_endpoints=tuple(r for r in results if isinstance(r, DiscoveryIssue)),

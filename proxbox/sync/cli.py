@@ -27,6 +27,7 @@ from proxbox.events import (
     RunCompleted,
     RunStarted,
 )
+from proxbox.heap import freeze_startup
 from proxbox.jobs import ListReporter, execute
 from proxbox.logsetup import configure_logging, get_logger
 from proxbox.sync.engine import SyncEngine
@@ -185,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
     plans: list[Plan] = []
     engine = SyncEngine(settings, dry_run=args.dry_run, on_plan=plans.append)
     reporter = ListReporter(run_id="cli", on_event=progress)
+    freeze_startup()  # what is loaded now lives until exit: out of every GC pass of the run (proxbox.heap)
     try:
         final = asyncio.run(_main(engine, args.kind, reporter, args.dry_run))
     except asyncio.CancelledError:

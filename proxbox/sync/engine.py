@@ -40,6 +40,7 @@ from proxbox.events import (
     RunOutcome,
     RunStatus,
 )
+from proxbox.heap import full_collections_deferred
 from proxbox.logsetup import get_logger
 from proxbox.netbox.client import NetBoxClient
 from proxbox.proxmox.models import DiscoveryIssue, Inventory
@@ -101,7 +102,9 @@ class SyncEngine:
         run = _Run(engine=self, kind=kind, reporter=reporter, operation=OPERATION_OF_KIND[kind])
         client = self.client or NetBoxClient(self.settings.netbox)
         try:
-            return await run.execute(client)
+            # inventory, NetBox state and plan stay alive for the whole run: no full GC pass over them
+            with full_collections_deferred():
+                return await run.execute(client)
         finally:
             if self.client is None:
                 client.close()

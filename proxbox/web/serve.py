@@ -21,6 +21,7 @@ import attrs
 from aiohttp import web
 
 from proxbox.config import Settings, load_settings
+from proxbox.heap import freeze_startup
 from proxbox.jobs import Job
 from proxbox.logsetup import configure_logging, get_logger
 from proxbox.runs import RunObserver
@@ -56,7 +57,12 @@ def run(args: argparse.Namespace) -> int:
     from proxbox.sdnotify import ServiceNotifier  # systemd Type=notify: READY, STATUS, WATCHDOG, STOPPING
 
     notifier = ServiceNotifier()
-    asyncio.run(serve(settings, observers=[notifier], on_ready=notifier.ready, on_stopping=notifier.stopping))
+
+    def ready(app: web.Application) -> None:
+        freeze_startup()  # start-up's objects live as long as the process: out of every later GC pass
+        notifier.ready(app)
+
+    asyncio.run(serve(settings, observers=[notifier], on_ready=ready, on_stopping=notifier.stopping))
     return 0
 
 

@@ -4,6 +4,7 @@ faults, with a node offline, an endpoint down or a guest unreadable; progress is
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import itertools
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 import attrs
 import pytest
 
+from proxbox import heap
 from proxbox.config import ProxmoxSettings, Settings
 from proxbox.proxmox.client import PveClient
 from proxbox.proxmox.discovery import DiscoveryProgress, discover, discover_all
@@ -430,6 +432,37 @@ async def test_the_event_loop_stays_responsive_during_discovery(monkeypatch: pyt
     assert longest < (ended - started) / 3, (
         f"the loop stood still {longest * 1000:.0f} ms of {ended - started:.2f} s"
     )
+
+
+async def test_discovery_holds_off_full_garbage_collections_and_restores_the_collector(world_sim: SimServer):
+    """A full GC pass over a growing inventory freezes the loop for tens of ms (bench/discovery.py --gc
+    compare): discovery postpones them while it runs, young passes go on, and the thresholds come back."""
+    saved = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    generations: list[int] = []
+    deferring: list[bool] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            generations.append(info["generation"])
+
+    def on_progress(progress: DiscoveryProgress) -> None:
+        deferring.append(heap.deferring())
+        ballast.append([[i] for i in range(2_000)])  # a heap growing the way a big estate's inventory does
+
+    ballast: list[Any] = []
+    gc.callbacks.append(on_gc)
+    try:
+        inventory = await discover_all(settings_of(client_settings(world_sim)), on_progress=on_progress)
+        after = gc.get_threshold()
+    finally:
+        gc.callbacks.remove(on_gc)
+        gc.set_threshold(*saved)
+    assert sum(len(c.guests) for c in inventory.clusters) == 36
+    assert deferring and all(deferring)
+    assert generations and 2 not in generations, "a full collection ran during discovery"
+    assert after == (700, 10, 10)
+    assert not heap.deferring()
 
 
 async def test_cancelling_discovery_stops_promptly_and_leaves_no_worker_behind(world_sim: SimServer):

@@ -268,3 +268,62 @@ async def test_cancelling_a_call_does_not_leak_its_slot():
             await task
         gate.set()
         assert await asyncio.wait_for(client.get("nodes"), 2) == []
+
+
+def pve_threads(name: str = "lab") -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(f"pve-{name}_")]
+
+
+async def test_worker_threads_start_with_the_client_and_end_with_it():
+    """Started up front: starting a thread mid-run would block the loop until the new thread got the GIL."""
+    client = make_client(Script(default=[]), concurrency=3)
+    try:
+        threads = pve_threads()
+        assert len(threads) == 3  # before any call
+    finally:
+        await client.close()
+    for thread in threads:
+        await asyncio.to_thread(thread.join, 2)
+    assert pve_threads() == []
+
+
+async def test_calls_finishing_together_wake_the_loop_once():
+    """Workers that finish while the loop is busy queue behind one wake-up (one self-pipe write)."""
+    started = threading.Barrier(5)
+    release = threading.Event()
+    finished = threading.Barrier(5)
+
+    def answer(i: int) -> Any:
+        def run() -> list[int]:
+            started.wait(2)
+            release.wait(2)
+            return [i]
+
+        return run
+
+    script = Script(*(answer(i) for i in range(4)))
+    async with make_client(script, concurrency=4) as client:
+        drains = 0
+        real_drain = client._drain
+
+        def counting_drain() -> None:
+            nonlocal drains
+            drains += 1
+            real_drain()
+
+        client._drain = counting_drain  # type: ignore[method-assign]
+        real_completed = client._completed
+
+        def completed(job: Any) -> None:
+            real_completed(job)
+            finished.wait(2)
+
+        client._completed = completed  # type: ignore[method-assign]
+        calls = asyncio.gather(*(client.get("nodes", f"n{i}", "qemu") for i in range(4)))
+        await asyncio.to_thread(started.wait, 2)  # all four calls are in the workers
+        release.set()
+        # block the loop (on purpose) until all four workers have handed their result over
+        finished.wait(2)
+        results = await calls
+    assert sorted(r[0] for r in results) == [0, 1, 2, 3]
+    assert drains == 1
