@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 import requests
+from looplag import LoopLag
 
 from proxbox import heap
 from proxbox.config import ProxmoxSettings, Settings, SyncSettings
@@ -145,27 +146,15 @@ async def run_once(
     endpoints = endpoint_settings(info, concurrency)
     settings = Settings(proxmox=tuple(endpoints), sync=SyncSettings(proxmox_max_in_flight=max_in_flight))
     clients = make_clients(settings)
-    lags: list[float] = []
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        interval = 0.01
-        while not stop.is_set():
-            before = time.perf_counter()
-            await asyncio.sleep(interval)
-            lags.append(time.perf_counter() - before - interval)
-
-    tick = asyncio.create_task(ticker())
     cpu_started = time.process_time()
     started = time.perf_counter()
     try:
-        with GcWatch() as gcw:
-            inventory = await discover_all(settings, clients=clients, node_concurrency=node_concurrency)
+        async with LoopLag() as lag:
+            with GcWatch() as gcw:
+                inventory = await discover_all(settings, clients=clients, node_concurrency=node_concurrency)
+            wall = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
     finally:
-        wall = time.perf_counter() - started
-        cpu = time.process_time() - cpu_started
-        stop.set()
-        await tick
         for client in clients:
             await client.close()
     guests = sum(len(c.guests) for c in inventory.clusters)
@@ -176,8 +165,8 @@ async def run_once(
         "retries": sum(c.stats.retries for c in clients),
         "wall_s": wall,
         "client_cpu_s": cpu,
-        "max_lag_s": max(lags, default=0.0),
-        "p99_lag_s": sorted(lags)[int(0.99 * (len(lags) - 1))] if lags else 0.0,
+        "max_lag_s": lag.max_s,
+        "p99_lag_s": lag.p99_s,
         "endpoints": len(clients),
         "gc_full": len(gcw.pauses[2]),
         "gc_max_pause_s": max((p for ps in gcw.pauses.values() for p in ps), default=0.0),

@@ -33,6 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from looplag import LoopLag  # bench/ is on sys.path: this script's own folder
+
 from proxbox.config import NetBoxSettings, Settings, SyncSettings
 from proxbox.devnetbox import NetBoxHarness
 from proxbox.events import ItemDone, PhaseCompleted
@@ -117,7 +119,8 @@ async def timed_sync(settings: Settings) -> dict[str, Any]:
     reporter = ListReporter()
     try:
         started = time.monotonic()
-        final = await execute(SyncEngine(settings, client=client).run, "full", reporter)
+        async with LoopLag() as lag:
+            final = await execute(SyncEngine(settings, client=client).run, "full", reporter)
         wall = time.monotonic() - started
     finally:
         client.close()
@@ -138,6 +141,8 @@ async def timed_sync(settings: Settings) -> dict[str, Any]:
         "objects_per_s": round(written / wall, 1) if wall else 0.0,
         "events": len(reporter.events),
         "item_events": sum(1 for e in reporter.events if isinstance(e, ItemDone)),
+        # the simulator runs in this process (a thread): its work competes for the same GIL
+        "max_loop_lag_ms": round(lag.max_s * 1000, 1),
     }
 
 
@@ -359,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{first['objects_per_s']} objects/s, requests {first['requests']}")  # fmt: skip
     print(f"re-sync    : {again['wall_s']:>8.1f} s  {again['written']} objects written, "
           f"requests {again['requests']}")  # fmt: skip
+    lags = f"max {first['max_loop_lag_ms']} ms (first sync), {again['max_loop_lag_ms']} ms (re-sync)"
+    print(f"loop lag   : {lags}")
     if "floor" in results:
         fl = results["floor"]
         results["ratio_to_floor"] = round(first["wall_s"] / fl["wall_s"], 2)

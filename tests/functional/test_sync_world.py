@@ -3,6 +3,8 @@ and an immediate second run that writes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -107,3 +109,31 @@ async def test_standalone_node_is_its_own_cluster(netbox: Any):
     standalone = next(c for c in sim.dump()["clusters"] if c["standalone"])
     assert standalone["name"] in actual["clusters"]
     assert (standalone["name"], standalone["nodes"][0]["name"]) in actual["devices"]
+
+
+async def test_mapping_and_planning_run_off_the_event_loop(
+    sync_env: SyncEnv, monkeypatch: pytest.MonkeyPatch
+):
+    """For a large estate, mapping and planning take seconds of CPU: on the loop they would freeze every
+    watcher's frames. They run in the run's own worker thread, which ends with the run."""
+    from proxbox.sync import engine
+
+    threads: dict[str, set[str]] = {}
+
+    def recorded(name: str, fn: Any) -> Any:
+        def call(*args: Any) -> Any:
+            threads.setdefault(name, set()).add(threading.current_thread().name)
+            return fn(*args)
+
+        return call
+
+    for name in ("desired_state", "build_current", "build_plan"):
+        monkeypatch.setattr(engine, name, recorded(name, getattr(engine, name)))
+    run = await run_sync(sync_env.settings, dry_run=True)
+    assert run.final.status == "succeeded", run.final.message
+    assert set(threads) == {"desired_state", "build_current", "build_plan"}
+    names = set().union(*threads.values())
+    assert len(names) == 1 and names.pop().startswith("proxbox-plan")
+    for thread in [t for t in threading.enumerate() if t.name.startswith("proxbox-plan")]:
+        await asyncio.to_thread(thread.join, 5)
+        assert not thread.is_alive()
