@@ -3,7 +3,7 @@
 CPython's cyclic collector stops the whole process while it runs, whatever thread triggered it. A young
 collection scans only recent objects (well under a millisecond), but a *full* collection scans every tracked
 object alive: with a run's working set in memory (6,000 discovered guests are a few hundred thousand objects)
-that is a 25 to 100 ms freeze of the event loop, and with it of every watcher's frames. Measured by
+that is a 40 to 100 ms freeze of the event loop, and with it of every watcher's frames. Measured by
 ``bench/discovery.py --gc compare``: the largest event-loop stalls during discovery are exactly those passes.
 
 Two measures, both process-wide and both undone cleanly:

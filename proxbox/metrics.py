@@ -17,6 +17,8 @@ objects with such a ``stats``. Clients made per run are only visible while they 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import inspect
 import json
@@ -42,6 +44,8 @@ log = get_logger(__name__)
 
 NAMESPACE = "proxbox"
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LAG_INTERVAL_S = 0.25
 ACTIONS = tuple(
     f.name for f in attrs.fields(Counts)
 )  # created, updated, unchanged, deleted, failed, orphaned
@@ -159,6 +163,14 @@ class Metrics(RunObserver):
         self.watchers_cut = Counter(
             "watcher_drops",
             "Watchers cut off (close 1013) because they fell server.subscriber_buffer frames behind",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "event_loop_lag_seconds",
+            f"How late the event loop woke a {LAG_INTERVAL_S:g} s timer: time it served no one"
+            " (its own work, waiting for the GIL, garbage collection)",
+            buckets=LAG_BUCKETS,
             namespace=NAMESPACE,
             registry=r,
         )
@@ -434,8 +446,21 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
         clients=lambda: clients_of(getattr(app[JOB], "__self__", None)),
     )
     app[METRICS] = metrics
+    lag = asyncio.create_task(watch_loop_lag(metrics.loop_lag), name="proxbox-loop-lag")
     yield
+    lag.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await lag
     metrics.unbind()
+
+
+async def watch_loop_lag(histogram: Histogram, interval_s: float = LAG_INTERVAL_S) -> None:
+    """Observe, every ``interval_s``, how much later than asked the loop woke up."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(interval_s)
+        histogram.observe(max(0.0, loop.time() - asked - interval_s))
 
 
 async def handler(request: web.Request) -> web.StreamResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
@@ -136,3 +137,23 @@ async def test_a_real_sync_shows_proxmox_and_netbox_requests_and_per_cluster_suc
     assert nb_get and nb_post  # read the current state, then created objects
     assert get(samples, "proxbox_last_successful_sync_timestamp_seconds", cluster=endpoint.name) is not None
     assert get(samples, "proxbox_objects_total", action="created") == frames[-1]["counts"]["created"]
+
+
+async def test_event_loop_lag_is_measured_and_a_stall_shows_in_its_histogram(proxbox_server: Any) -> None:
+    handle = await proxbox_server(job=ScriptedJob(items=1))
+    async with aiohttp.ClientSession() as http:
+        await asyncio.sleep(0.6)  # a couple of ticks
+        before = await scrape(handle, http)
+        # the server shares this loop: stall it on purpose, long enough that the tick waiting through it is
+        # at least 0.55 s late whenever in its 0.25 s sleep the stall begins
+        time.sleep(0.8)  # noqa: ASYNC251
+        await asyncio.sleep(0.6)
+        after = await scrape(handle, http)
+    count = "proxbox_event_loop_lag_seconds_count"
+    assert (get(before, count) or 0) >= 1
+    stalled_before = get(before, count) - (
+        get(before, "proxbox_event_loop_lag_seconds_bucket", le="0.25") or 0
+    )
+    stalled_after = get(after, count) - (get(after, "proxbox_event_loop_lag_seconds_bucket", le="0.25") or 0)
+    assert stalled_after == stalled_before + 1  # exactly the one tick that waited through the stall
+    assert (get(after, "proxbox_event_loop_lag_seconds_sum") or 0) >= 0.55
