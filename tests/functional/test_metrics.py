@@ -155,5 +155,8 @@ async def test_event_loop_lag_is_measured_and_a_stall_shows_in_its_histogram(pro
         get(before, "proxbox_event_loop_lag_seconds_bucket", le="0.25") or 0
     )
     stalled_after = get(after, count) - (get(after, "proxbox_event_loop_lag_seconds_bucket", le="0.25") or 0)
-    assert stalled_after == stalled_before + 1  # exactly the one tick that waited through the stall
-    assert (get(after, "proxbox_event_loop_lag_seconds_sum") or 0) >= 0.55
+    # the tick that waited through the stall (a loaded machine may add a late tick of its own)
+    assert stalled_after >= stalled_before + 1
+    assert (get(after, "proxbox_event_loop_lag_seconds_sum") or 0) - (
+        get(before, "proxbox_event_loop_lag_seconds_sum") or 0
+    ) >= 0.55
