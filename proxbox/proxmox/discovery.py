@@ -2,10 +2,13 @@
 
 Call plan for one endpoint (``c`` = nodes, ``g`` = guests; no per-guest status calls):
 
-1. ``/cluster/status``, ``/cluster/resources`` and ``/version`` together (3 calls). ``cluster/status`` names
-   the cluster (a standalone node has no cluster row: the cluster takes the node's name, ``standalone=True``)
-   and says which nodes are online; ``cluster/resources`` lists every guest of every node, including nodes
-   that are offline now, so their guests are still reported (as ``config_complete=False``).
+1. ``/cluster/status``, ``/cluster/resources``, ``/version`` and ``/access/permissions`` together (4 calls).
+   ``cluster/status`` names the cluster (a standalone node has no cluster row: the cluster takes the node's
+   name, ``standalone=True``) and says which nodes are online; ``cluster/resources`` lists every guest of
+   every node, including nodes that are offline now, so their guests are still reported (as
+   ``config_complete=False``). ``access/permissions`` is the pre-flight check: PVE's lists silently leave out
+   what the credentials may not see, so unless they hold ``VM.Audit`` on all of ``/vms`` and ``Sys.Audit`` on
+   all of ``/nodes``, no node of the cluster counts as complete (a hidden guest would look deleted).
 2. Per online node, together: ``qemu`` and ``lxc`` listings, ``status`` and ``network`` (4c calls).
 3. Per guest, ``node_concurrency`` guests at a time per node: ``config`` (g calls), then only for running
    guests ``agent/network-get-interfaces`` (qemu with the agent enabled) or ``interfaces`` (lxc).
@@ -18,6 +21,8 @@ Partial failure is the normal case, never an abort:
 - a guest whose config cannot be read is kept from the listing with ``config_complete=False``, plus an issue;
   a failed agent/interfaces read keeps the guest with ``ips_complete=False``, plus an issue;
 - a config that "does not exist" (the guest was deleted or migrated meanwhile) drops the guest;
+- credentials that may not see everything (or whose permissions cannot be read) leave every node out of
+  ``complete_nodes``, plus an issue naming the missing privileges;
 - only an endpoint whose ``cluster/status`` cannot be read fails as a whole (:func:`discover` raises;
   :func:`discover_all` records it in ``failed_endpoints``).
 
@@ -35,7 +40,7 @@ from typing import Any, Literal
 import attrs
 
 from proxbox.config import Settings
-from proxbox.errors import ProxboxError, ProxmoxMalformedResponse
+from proxbox.errors import ProxboxError, ProxmoxMalformedResponse, ProxmoxPermissionError
 from proxbox.heap import full_collections_deferred
 from proxbox.logsetup import get_logger
 from proxbox.proxmox.client import PveClient, make_clients
@@ -124,6 +129,7 @@ class _ClusterDiscovery:
         self.done = 0
         self.total = 0
         self.callback_failures = 0
+        self.sees_everything = True  # from the permission pre-flight
 
     # ------------------------------------------------------------------------------------------- progress
 
@@ -163,13 +169,14 @@ class _ClusterDiscovery:
 
     async def run(self) -> ClusterInventory:
         started = time.monotonic()
-        status, resources, version = await asyncio.gather(
+        status, resources, version, permissions = await asyncio.gather(
             self.client.get("cluster", "status"),
             self.client.get("cluster", "resources"),
             self.client.version(),
+            self.client.get("access", "permissions"),
             return_exceptions=True,
         )
-        for result in (status, resources, version):
+        for result in (status, resources, version, permissions):
             if isinstance(result, BaseException) and not isinstance(result, ProxboxError):
                 raise result
         if isinstance(status, ProxboxError):
@@ -189,6 +196,7 @@ class _ClusterDiscovery:
         self.cluster_name = cluster.name
         if isinstance(version, ProxboxError):
             self._record(_issue("cluster", cluster.name, version))
+        self._check_visibility(cluster, permissions)
 
         rows_by_node: dict[str, list[Mapping[str, Any]]] = {}
         node_online: dict[str, bool] = {}
@@ -241,6 +249,37 @@ class _ClusterDiscovery:
         )
         return inventory
 
+    def _check_visibility(self, cluster: Cluster, permissions: Any) -> None:
+        """Unless the credentials see every guest and node, nothing of this cluster may count as complete."""
+        if isinstance(permissions, ProxboxError):
+            self.sees_everything = False
+            self._record(
+                attrs.evolve(
+                    _issue("cluster", cluster.name, permissions),
+                    detail=f"{permissions.message}; without knowing what these credentials may see, "
+                    f"nothing in cluster {cluster.name} is orphaned or deleted in this run",
+                )
+            )
+            return
+        gaps = visibility_gaps(permissions if isinstance(permissions, Mapping) else {})
+        if gaps:
+            self.sees_everything = False
+            s = self.client.settings
+            who = f"{s.user}!{s.token_name}" if s.uses_token else s.user
+            self._record(
+                DiscoveryIssue(
+                    scope="cluster",
+                    cluster=cluster.name,
+                    node=None,
+                    vmid=None,
+                    code=ProxmoxPermissionError.code,
+                    detail=f"{who} lacks {', '.join(gaps)}: Proxmox leaves out of its lists what it may "
+                    f"not see, so nothing in cluster {cluster.name} is orphaned or deleted in this run "
+                    "(grant the audit role on /, see docs/install.md)",
+                    retryable=False,
+                )
+            )
+
     def _inventory(self, cluster: Cluster, results: Sequence[_NodeResult]) -> ClusterInventory:
         guests: dict[int, Guest] = {}
         for result in results:
@@ -253,7 +292,7 @@ class _ClusterDiscovery:
             cluster=cluster,
             nodes=tuple(r.node for r in results),
             guests=tuple(sorted(guests.values(), key=lambda g: g.vmid)),
-            complete_nodes=frozenset(r.node.name for r in results if r.complete),
+            complete_nodes=frozenset(r.node.name for r in results if r.complete and self.sees_everything),
             issues=tuple(self.issues),
         )
 
@@ -388,6 +427,38 @@ class _ClusterDiscovery:
         except ProxboxError as exc:
             self._record(_issue("guest", cluster.name, exc, node=node, vmid=vmid))
             return None, False
+
+
+# what a sync must see everywhere: (subtree, privilege)
+VISIBILITY: tuple[tuple[str, str], ...] = (("/vms", "VM.Audit"), ("/nodes", "Sys.Audit"))
+
+
+def visibility_gaps(permissions: Mapping[str, Any]) -> list[str]:
+    """From ``GET /access/permissions`` (path → {privilege: propagate}): each ``"<privilege> on <path>"``
+    missing for the credentials to see every guest and node.
+
+    A subtree is covered when its nearest listed ancestor (itself included) grants the privilege, propagated
+    when it is an ancestor; any listed path below it without the privilege is a hole.
+    """
+
+    def granted(path: str) -> dict[str, Any]:
+        privs = permissions.get(path)
+        return dict(privs) if isinstance(privs, Mapping) else {}
+
+    gaps = []
+    for subtree, privilege in VISIBILITY:
+        if subtree in permissions:
+            covered = privilege in granted(subtree)
+        else:
+            covered = bool(granted("/").get(privilege)) if "/" in permissions else False
+        if not covered:
+            gaps.append(f"{privilege} on {subtree}")
+        gaps += [
+            f"{privilege} on {path}"
+            for path in sorted(permissions)
+            if path.startswith(subtree + "/") and privilege not in granted(path)
+        ]
+    return gaps
 
 
 async def discover(

@@ -58,6 +58,11 @@ ABSENT_500 = (
     re.compile(r"Configuration file '[^']*' does not exist", re.IGNORECASE),
 )
 
+# 500s that no retry will change. A node the cluster lists but this one cannot resolve (being removed or
+# renamed) is *not* "no data": an empty answer would make its guests look deleted. It fails at once instead,
+# and the node is left incomplete.
+PERMANENT_500 = (re.compile(r"hostname lookup '[^']*' failed", re.IGNORECASE),)
+
 Shape = Literal["list", "dict", "list_or_null", "any"]
 
 
@@ -86,6 +91,8 @@ def _status_failure(status: int, reason: str) -> Failure:
         return Failure(kind=kind, reason=reason, error=ProxmoxNotFound, status=status)
     if status == 500 and any(p.search(reason) for p in ABSENT_500):
         return Failure(kind="absent", reason=reason, error=ProxmoxNotFound, status=status, absent=True)
+    if status == 500 and any(p.search(reason) for p in PERMANENT_500):
+        return Failure(kind=kind, reason=reason, error=ProxmoxUnavailable, status=status)
     if status >= 500 or status in (408, 429):
         return Failure(kind=kind, reason=reason, error=ProxmoxUnavailable, status=status, retry=True)
     return Failure(kind=kind, reason=reason, error=ProxmoxBadRequest, status=status)
@@ -205,6 +212,7 @@ def _type_name(value: Any) -> str:
 
 _SHAPES: tuple[tuple[tuple[str, ...], Shape], ...] = (
     (("version",), "dict"),
+    (("access", "permissions"), "dict"),
     (("cluster", "status"), "list"),
     (("cluster", "resources"), "list"),
     (("cluster", "backup"), "list"),

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from proxbox.sim.acl import FULL_PERMISSIONS, Acl, check_route, filter_rows
 from proxbox.sim.auth import CSRF_HEADER, Authenticator
 from proxbox.sim.faults import (
     POST_ACTIONS,
@@ -130,6 +131,7 @@ class SimState:
     clock: Clock
     unauth_delay_s: float = 0.0
     latency_s: float = 0.0  # added to every API answer (benchmarks: a realistic round trip)
+    acl: Acl | None = None  # what the user and its token may see (None: everything, like root@pam)
     caches: dict[str, RenderCache] = attrs.Factory(dict)
     # every connection that carried a request: aborted at stop so no TLS shutdown outlives the loop
     transports: weakref.WeakSet[asyncio.BaseTransport] = attrs.Factory(weakref.WeakSet)
@@ -234,12 +236,18 @@ def encode(payload: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _render_handler(render: Render, cacheable: bool) -> Callable[[web.Request], Any]:
+def _render_handler(template: str, render: Render, cacheable: bool) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
         name = request.app[CLUSTER]
         cluster = state.world.cluster(name)
         now = state.clock.now()
+        acl = state.acl
+        if acl is not None:  # answers depend on the ACL: checked and filtered, never cached
+            check_route(acl, template, request.match_info)
+            view = ClusterView(state.world, cluster, now)
+            payload = filter_rows(acl, template, render(view, request.match_info, request.query))
+            return json_bytes_response(encode(payload))
         key = (request.method, request.path, request.query_string)
         cache = state.cache(name)
         body = cache.lookup((cluster.revision, now), key) if cacheable else None
@@ -338,25 +346,37 @@ async def _login(request: web.Request) -> web.StreamResponse:
         "username": user,
         "ticket": ticket,
         "CSRFPreventionToken": csrf,
-        "cap": {
-            "vms": {"VM.Audit": 1},
-            "nodes": {"Sys.Audit": 1},
-            "storage": {"Datastore.Audit": 1},
-            "access": {},
-            "dc": {"Sys.Audit": 1},
-            "sdn": {},
-            "mapping": {},
-        },
+        "cap": _capabilities(state.acl or FULL_PERMISSIONS),
     }
     if not cluster.standalone:
         data["clustername"] = cluster.name
     return json_bytes_response(encode(data))
 
 
+def _capabilities(acl: Acl) -> dict[str, dict[str, int]]:
+    """The login answer's ``cap``: privileges per top-level area."""
+
+    def area(path: str, *privs: str) -> dict[str, int]:
+        return {p: 1 for p in privs if acl.allows(path, p)}
+
+    return {
+        "vms": area("/vms", "VM.Audit", "VM.GuestAgent.Audit"),
+        "nodes": area("/nodes", "Sys.Audit"),
+        "storage": area("/storage", "Datastore.Audit"),
+        "access": {},
+        "dc": area("/", "Sys.Audit"),
+        "sdn": area("/sdn", "SDN.Audit"),
+        "mapping": {},
+    }
+
+
 async def _permissions(request: web.Request) -> web.StreamResponse:
+    """The caller's effective privileges per path (what a pre-flight check reads)."""
     state = request.app[STATE]
-    view = ClusterView(state.world, state.world.cluster(request.app[CLUSTER]), state.clock.now())
-    return json_bytes_response(encode(view.permissions(request.get(USER, ""))))
+    if state.acl is None:
+        view = ClusterView(state.world, state.world.cluster(request.app[CLUSTER]), state.clock.now())
+        return json_bytes_response(encode(view.permissions(request.get(USER, ""))))
+    return json_bytes_response(encode(state.acl.as_permissions()))
 
 
 # -------------------------------------------------------------------------------------------- middleware
@@ -448,7 +468,9 @@ def make_cluster_app(
     app[STATE] = state
     app[CLUSTER] = cluster.name
     for method, template, render in ROUTES:
-        app.router.add_route(method, PREFIX + template, _render_handler(render, cacheable=method == "GET"))
+        app.router.add_route(
+            method, PREFIX + template, _render_handler(template, render, cacheable=method == "GET")
+        )
     app.router.add_post(PREFIX + "/access/ticket", _login)
     app.router.add_get(PREFIX + "/access/permissions", _permissions)
     app.on_response_prepare.append(_pve_headers)

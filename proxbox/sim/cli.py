@@ -15,6 +15,7 @@ import sys
 
 from proxbox.errors import ConfigError
 from proxbox.logsetup import configure_logging
+from proxbox.sim.acl import parse_acl
 from proxbox.sim.auth import Credentials
 from proxbox.sim.generate import generate
 from proxbox.sim.model import EPOCH
@@ -74,6 +75,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--latency-ms", type=float, default=0.0, metavar="MS", help="added to every API answer (default 0)"
     )
+    parser.add_argument(
+        "--acl",
+        metavar="PATH=PRIV[,PRIV];...",
+        help="what the user and token may see, e.g. '/=Sys.Audit;/vms=VM.Audit;/vms/105='"
+        " (default: everything); lists silently leave out the rest, per-object calls get 403",
+    )
 
 
 def _seed(text: str) -> int | str:
@@ -92,6 +99,7 @@ async def _serve(args: argparse.Namespace) -> int:
             epoch=args.epoch,
         )
         creds = Credentials.make(user=args.user, password=args.password, token=args.token)
+        acl = parse_acl(args.acl) if args.acl else None
     except (ValueError, KeyError) as exc:
         raise ConfigError("sim", str(exc.args[0]) if exc.args else str(exc)) from None
     if args.base_port and not 0 < args.base_port + args.clusters + args.standalone < 65536:
@@ -107,6 +115,7 @@ async def _serve(args: argparse.Namespace) -> int:
         live_clock=args.live_clock,
         latency_ms=args.latency_ms,
         world_out=args.world_out,
+        acl=acl,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

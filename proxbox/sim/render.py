@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from proxbox.sim import render_guest as rg
+from proxbox.sim.acl import ALL_PRIVILEGES
 from proxbox.sim.model import SimBackup, SimCluster, SimGuest, SimNode, SimStorage, World
 from proxbox.sim.render_guest import PveError
 
@@ -369,17 +370,7 @@ class ClusterView:
         return out
 
     def permissions(self, user: str) -> dict[str, Any]:
-        privs = {
-            p: 1
-            for p in (
-                "Sys.Audit",
-                "VM.Audit",
-                "VM.GuestAgent.Audit",
-                "Datastore.Audit",
-                "Pool.Audit",
-                "SDN.Audit",
-            )
-        }
+        privs = dict.fromkeys(ALL_PRIVILEGES, 1)
         return {"/": privs, "/vms": privs, "/nodes": privs, "/storage": privs, f"/access/users/{user}": privs}
 
     # ------------------------------------------------------------------------------------- nodes

@@ -29,6 +29,7 @@ from proxbox.config import ProxmoxSettings
 from proxbox.logsetup import get_logger
 from proxbox.sim import drift as drift_mod
 from proxbox.sim import oracle
+from proxbox.sim.acl import Acl, parse_acl
 from proxbox.sim.app import Clock, RequestCounters, SimState, make_cluster_app, warm
 from proxbox.sim.auth import Authenticator, Credentials
 from proxbox.sim.control import add_control_routes, make_control_app
@@ -103,6 +104,7 @@ class SimServer:
         world_out: str | None = None,
         warm_cache: bool = True,
         latency_ms: float = 0.0,
+        acl: Acl | str | None = None,
     ) -> None:
         self.world = world if world is not None else generate(seed=1, clusters=2, nodes=2, guests=10)
         self.host = host
@@ -124,6 +126,7 @@ class SimServer:
             clock=Clock(self.world.epoch, live=live_clock),
             unauth_delay_s=delay,
             latency_s=latency_ms / 1000,
+            acl=parse_acl(acl) if isinstance(acl, str) else acl,
         )
         self.tls: TlsMaterial | None = None
         self._sites: dict[str, _Site] = {}
@@ -327,6 +330,10 @@ class SimServer:
         c.touch()
         self._world_changed()
 
+    def set_acl(self, acl: Acl | str | None) -> None:
+        """What the user and its token may see from now on (None: everything); a string in ``--acl`` form."""
+        self.state.acl = parse_acl(acl) if isinstance(acl, str) else acl
+
     def node_online(self, cluster: str, node: str) -> None:
         c = self.world.cluster(cluster)
         n = c.node(node)
@@ -521,6 +528,9 @@ class SimThread:
 
     def node_online(self, cluster: str, node: str) -> None:
         self._call(self._server.node_online, cluster, node)
+
+    def set_acl(self, acl: Acl | str | None) -> None:
+        self._call(self._server.set_acl, acl)
 
     def cluster_down(self, cluster: str) -> None:
         self._run(self._server.cluster_down(cluster))

@@ -235,7 +235,8 @@ async def test_discovery_makes_no_per_guest_status_calls(world_sim: SimServer):
         v["total"] for r, v in routes.items() if r.endswith(("/interfaces", "/network-get-interfaces"))
     )
     assert runtime == len(running)
-    assert sum(v["total"] for v in routes.values()) == 3 + 4 * len(inv.nodes) + configs + runtime
+    # status, resources, version and the permission pre-flight; then 4 per node; then per guest
+    assert sum(v["total"] for v in routes.values()) == 4 + 4 * len(inv.nodes) + configs + runtime
 
 
 async def test_with_a_fifth_of_all_calls_failing_discovery_still_returns_the_full_world(world_sim: SimServer):

@@ -10,18 +10,7 @@ from proxmoxer import AuthenticationError, ProxmoxAPI
 from proxmoxer.core import ResourceException
 
 from proxbox.sim import SimThread, generate
-
-
-def _token_api(ep, **kw):
-    return ProxmoxAPI(
-        ep.host,
-        port=ep.port,
-        user=ep.user,
-        token_name=ep.token_name,
-        token_value=ep.token_secret,
-        verify_ssl=ep.ca_path,
-        **kw,
-    )
+from tests.fixtures.sim import token_api
 
 
 def _ticket_api(ep, **kw):
@@ -31,7 +20,7 @@ def _ticket_api(ep, **kw):
 def test_token_auth_walks_the_inventory_and_matches_the_oracle(sim_thread):
     oracle = {c["name"]: c for c in sim_thread.dump()["clusters"]}
     for ep in sim_thread.endpoints:
-        px = _token_api(ep)
+        px = token_api(ep)
         status = px.cluster.status.get()
         assert status[0]["name"] == ep.name
         vms = px.cluster.resources.get(type="vm")
@@ -99,7 +88,7 @@ def test_tls_is_not_trusted_without_the_simulators_ca(sim_thread):
 
 def test_pve_errors_surface_as_resource_exceptions(sim_thread):
     ep = sim_thread.endpoints[0]
-    px = _token_api(ep)
+    px = token_api(ep)
     with pytest.raises(ResourceException) as exc:
         px.nodes("pve-a1").bogus.get()
     assert exc.value.status_code == 501 and "not implemented" in exc.value.content
@@ -114,7 +103,7 @@ def test_pve_errors_surface_as_resource_exceptions(sim_thread):
 
 def test_injected_faults_reach_proxmoxer(sim_thread):
     ep = sim_thread.endpoints[0]
-    px = _token_api(ep)
+    px = token_api(ep)
     sim_thread.add_fault(path="/nodes", action="malformed_json", times=1)
     assert isinstance(px.nodes.get(), dict)  # proxmoxer hands back {'errors': b'...'} for a non-JSON 200
     sim_thread.add_fault(path="/version", action="drop", times=3)

@@ -68,6 +68,33 @@ async def test_node_offline_none_of_its_vms_is_orphaned_or_deleted(sync_env: Syn
     assert [e.item.vmid for e in back.done("deleted")] == [elsewhere["vmid"]]
 
 
+async def test_a_guest_hidden_by_permissions_is_never_orphaned_or_deleted(sync_env: SyncEnv):
+    """Proxmox leaves out of its lists what the token may not see: the guest looks deleted, but is not."""
+    settings = sync_env.with_sync(prune=True, prune_after_days=0)
+    assert (await run_sync(settings)).final.status == "succeeded"
+    c = first_cluster(sync_env)
+    hidden = next(g for g in c["guests"] if not g["template"])
+    before = owned_vms(sync_env)
+    sync_env.sim.set_acl(
+        f"/=Sys.Audit,Datastore.Audit;/vms=VM.Audit,VM.GuestAgent.Audit;/vms/{hidden['vmid']}="
+    )
+
+    run = await run_sync(settings)
+
+    assert run.final.status == "partial"
+    errors = [f for f in run.failures() if f.error == "proxmox_permission_denied"]
+    assert errors and f"VM.Audit on /vms/{hidden['vmid']}" in errors[0].detail
+    assert run.final.counts.deleted == 0 and run.final.counts.orphaned == 0
+    after = owned_vms(sync_env)
+    assert set(after) == set(before)
+    vm = after[(c["name"], hidden["vmid"])]
+    assert vm.id == before[(c["name"], hidden["vmid"])].id
+    assert "proxbox-orphan" not in [t.slug for t in vm.tags]
+
+    sync_env.sim.set_acl(None)
+    assert (await run_sync(settings)).final.status == "succeeded"
+
+
 async def test_absent_vm_is_tagged_orphan_then_pruned_after_the_grace_period(sync_env: SyncEnv):
     settings = sync_env.with_sync(prune=True, prune_after_days=7)
     assert (await run_sync(settings, today=lambda: DAY0)).final.status == "succeeded"

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from proxbox.config import ProxmoxSettings
 from proxbox.errors import ProxmoxPermissionError, ProxmoxUnavailable
 from proxbox.proxmox.client import ClientStats
-from proxbox.proxmox.discovery import DiscoveryProgress, discover
+from proxbox.proxmox.discovery import DiscoveryProgress, discover, visibility_gaps
 
 CLUSTER_STATUS = [
     {"type": "cluster", "id": "cluster", "name": "lab-a", "nodes": 2, "quorate": 1, "version": 3},
@@ -56,6 +57,11 @@ RESOURCES = [
 ]
 
 
+# GET /access/permissions of a token with the audit role on / (privilege → propagate)
+AUDIT_PRIVS = {"Sys.Audit": 1, "VM.Audit": 1, "VM.GuestAgent.Audit": 1, "Datastore.Audit": 1}
+AUDITOR = {"/": AUDIT_PRIVS}
+
+
 def qemu_config(vmid: int, agent: str = "1") -> dict[str, Any]:
     return {
         "name": f"g{vmid}",
@@ -71,6 +77,7 @@ class FakeClient:
 
     def __init__(self, answers: dict[str, Any]) -> None:
         self.name = "ep"
+        self.settings = ProxmoxSettings(name="ep", user="netbox@pve", token_name="sync", token_value="secret")
         self.stats = ClientStats()
         self.answers = answers
         self.calls: list[str] = []
@@ -92,6 +99,7 @@ class FakeClient:
 def world(**overrides: Any) -> dict[str, Any]:
     answers: dict[str, Any] = {
         "/version": {"version": "9.1.2"},
+        "/access/permissions": AUDITOR,
         "/cluster/status": CLUSTER_STATUS,
         "/cluster/resources": RESOURCES,
         "/nodes/pve1/qemu": [vm(100, "pve1"), vm(101, "pve1", status="stopped")],
@@ -221,6 +229,7 @@ async def test_standalone_node_without_cluster_row():
     status = [{"type": "node", "id": "node/solo", "name": "solo", "online": 1, "local": 1, "ip": "10.9.0.1"}]
     answers = {
         "/version": {"version": "8.4.1"},
+        "/access/permissions": AUDITOR,
         "/cluster/status": status,
         "/cluster/resources": [],
         "/nodes/solo/qemu": [],
@@ -244,3 +253,47 @@ async def test_progress_counts_every_guest_and_reports_issues():
     assert [p.issue for p in seen if p.kind == "issue"] == list(inv.issues)
     last = [p for p in seen if p.kind == "guest"][-1]
     assert (last.done, last.total) == (3, 3)
+
+
+# ----------------------------------------------------------------------------- what the credentials see
+
+
+@pytest.mark.parametrize(
+    ("permissions", "gaps"),
+    [
+        (AUDITOR, []),
+        ({"/": AUDIT_PRIVS, "/vms": {"VM.Audit": 1}, "/nodes": {"Sys.Audit": 1}}, []),
+        ({"/": {"Sys.Audit": 1}}, ["VM.Audit on /vms"]),
+        ({"/": {"Sys.Audit": 0, "VM.Audit": 1}}, ["Sys.Audit on /nodes"]),  # granted on / only, not below
+        ({"/vms": {"VM.Audit": 1}}, ["Sys.Audit on /nodes"]),
+        ({"/": AUDIT_PRIVS, "/vms/105": {}}, ["VM.Audit on /vms/105"]),
+        ({"/": AUDIT_PRIVS, "/nodes/pve2": {"Datastore.Audit": 1}}, ["Sys.Audit on /nodes/pve2"]),
+        ({"/pool/web": {"VM.Audit": 1}}, ["VM.Audit on /vms", "Sys.Audit on /nodes"]),
+        ({}, ["VM.Audit on /vms", "Sys.Audit on /nodes"]),
+    ],
+)
+def test_visibility_gaps_name_what_the_credentials_cannot_see(permissions: Any, gaps: list[str]):
+    assert visibility_gaps(permissions) == gaps
+
+
+async def test_credentials_that_cannot_see_every_guest_leave_no_node_complete():
+    """PVE's lists silently leave out what the caller may not see: a hidden guest would look deleted."""
+    hidden = {"/": AUDIT_PRIVS, "/vms/101": {}}
+    client = FakeClient(world(**{"/access/permissions": hidden}))
+    inv = await discover(client)  # type: ignore[arg-type]
+    assert [g.vmid for g in inv.guests] == [100, 101, 200]  # what was listed is still returned
+    assert inv.complete_nodes == frozenset()
+    [issue] = inv.issues
+    assert (issue.scope, issue.code, issue.retryable) == ("cluster", "proxmox_permission_denied", False)
+    assert "VM.Audit on /vms/101" in issue.detail and "netbox@pve!sync" in issue.detail
+    assert "nothing in cluster lab-a is orphaned or deleted" in issue.detail
+
+
+async def test_unreadable_permissions_leave_no_node_complete():
+    client = FakeClient(world(**{"/access/permissions": down("/access/permissions")}))
+    inv = await discover(client)  # type: ignore[arg-type]
+    assert len(inv.guests) == 3
+    assert inv.complete_nodes == frozenset()
+    [issue] = inv.issues
+    assert issue.code == "proxmox_unavailable"
+    assert "nothing in cluster lab-a is orphaned or deleted" in issue.detail

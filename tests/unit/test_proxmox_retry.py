@@ -68,8 +68,13 @@ def test_known_no_data_500s_are_absent_not_failures(reason):
 
 
 def test_other_500s_are_not_absent():
-    assert classify(http(500, "hostname lookup 'pveX' failed - failed to get address info")).absent is False
     assert classify(http(503, "VM 100 is not running")).absent is False  # only a 500 means "no data"
+
+
+def test_an_unresolvable_node_fails_at_once_and_never_reads_as_empty():
+    """An empty answer for a node being removed would make its guests look deleted; retrying cannot help."""
+    failure = classify(http(500, "hostname lookup 'pveX' failed - failed to get address info for: pveX"))
+    assert (failure.absent, failure.retry, failure.error) == (False, False, ProxmoxUnavailable)
 
 
 @pytest.mark.parametrize(
