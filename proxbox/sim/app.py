@@ -335,13 +335,16 @@ async def _login(request: web.Request) -> web.StreamResponse:
     if missing:
         raise PveError(400, "Parameter verification failed.", errors=missing)
     realm = form.get("realm")
-    user = state.auth.login(str(form["username"]), str(form["password"]), str(realm) if realm else None)
+    scope = request.app[CLUSTER]
+    user = state.auth.login(
+        str(form["username"]), str(form["password"]), str(realm) if realm else None, scope=scope
+    )
     if user is None:
         if state.unauth_delay_s:
             await asyncio.sleep(state.unauth_delay_s)
         raise PveError(401, "authentication failure")
-    ticket, csrf = state.auth.issue(user)
-    cluster = state.world.cluster(request.app[CLUSTER])
+    ticket, csrf = state.auth.issue(user, scope)
+    cluster = state.world.cluster(scope)
     data: dict[str, Any] = {
         "username": user,
         "ticket": ticket,
@@ -416,7 +419,7 @@ async def _serve(
     kind = state.auth.classify(request.cookies, request.headers)
     state.counters.count(cluster, method, _route_of(request), kind)
     if not (rel == "/access/ticket" and method == "POST"):
-        result = state.auth.authenticate(request.cookies, request.headers)
+        result = state.auth.authenticate(request.cookies, request.headers, cluster)
         if result.user is None:
             if state.unauth_delay_s:
                 await asyncio.sleep(state.unauth_delay_s)
@@ -424,7 +427,7 @@ async def _serve(
         if (
             kind == "ticket"
             and method != "GET"
-            and not state.auth.check_csrf(request.headers.get(CSRF_HEADER), result.user)
+            and not state.auth.check_csrf(request.headers.get(CSRF_HEADER), result.user, cluster)
         ):
             return error_response(401, "Permission denied - invalid csrf token", empty_body=True)
         request[USER] = result.user

@@ -1,10 +1,12 @@
 """PVE's two auth modes: tickets (``POST /access/ticket``, cookie ``PVEAuthCookie``, CSRF on non-GET) and API
 tokens (``Authorization: PVEAPIToken=user@realm!id=secret``).
 
-Tickets look like PVE's, ``PVE:user@realm:HEX8::<base64 signature>``, signed with a per-server HMAC
-key; they live ``ticket_ttl_s`` seconds (measured on the monotonic clock, so short TTLs work in tests) and
-are renewed by posting a valid ticket as the password. A ticket cookie wins over a token header when both
-are sent.
+Tickets look like PVE's, ``PVE:user@realm:HEX8::<base64 signature>``. Each PVE cluster signs its tickets
+and CSRF tokens with its own ``authkey``, so a ticket is only good on the cluster that issued it: here the
+signature covers a *scope* (the cluster's name) as well as the text, and a ticket or CSRF token presented
+to another cluster gets 401. They live ``ticket_ttl_s`` seconds (measured on the monotonic clock, so short
+TTLs work in tests) and are renewed by posting a valid ticket as the password. A ticket cookie wins over a
+token header when both are sent.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class Authenticator:
         self.credentials = credentials
         self.ticket_ttl_s = ticket_ttl_s
         self._key = secrets.token_bytes(32)
-        self._issued: dict[str, float] = {}  # ticket -> monotonic issue time
+        self._issued: dict[str, tuple[float, str]] = {}  # ticket -> (monotonic issue time, scope)
         self._token_secret = credentials.token_secret
 
     # ----------------------------------------------------------------------------------- classify
@@ -92,10 +94,13 @@ class Authenticator:
             return "token"
         return "none"
 
-    def authenticate(self, cookies: Mapping[str, str], headers: Mapping[str, str]) -> AuthResult:
+    def authenticate(
+        self, cookies: Mapping[str, str], headers: Mapping[str, str], scope: str | None = None
+    ) -> AuthResult:
+        """Who sent the request; ``scope`` is the cluster asked (None: a ticket of any cluster will do)."""
         kind = self.classify(cookies, headers)
         if kind == "ticket":
-            user = self.check_ticket(cookies[COOKIE])
+            user = self.check_ticket(cookies[COOKIE], scope)
             return AuthResult(kind, user, "" if user else "invalid PVE ticket")
         if kind == "token":
             user = self.check_token(headers["Authorization"])
@@ -104,47 +109,51 @@ class Authenticator:
 
     # ------------------------------------------------------------------------------------ tickets
 
-    def _sign(self, text: str) -> str:
-        return base64.b64encode(hmac.new(self._key, text.encode(), hashlib.sha256).digest()).decode()
+    def _sign(self, scope: str, text: str) -> str:
+        mac = hmac.new(self._key, f"{scope}\n{text}".encode(), hashlib.sha256)
+        return base64.b64encode(mac.digest()).decode()
 
-    def issue(self, user: str) -> tuple[str, str]:
-        """A new (ticket, CSRFPreventionToken) for ``user``."""
+    def issue(self, user: str, scope: str = "") -> tuple[str, str]:
+        """A new (ticket, CSRFPreventionToken) for ``user``, good on ``scope`` (a cluster) only."""
         now = time.monotonic()
         stamp = f"{int(time.time()):08X}"
         plain = f"PVE:{user}:{stamp}"
-        ticket = f"{plain}::{self._sign(plain)}"
-        self._issued = {t: at for t, at in self._issued.items() if now - at < self.ticket_ttl_s}
-        self._issued[ticket] = now
-        csrf = f"{stamp}:{self._sign(f'{stamp}:{user}')}"
+        ticket = f"{plain}::{self._sign(scope, plain)}"
+        self._issued = {t: v for t, v in self._issued.items() if now - v[0] < self.ticket_ttl_s}
+        self._issued[ticket] = (now, scope)
+        csrf = f"{stamp}:{self._sign(scope, f'{stamp}:{user}')}"
         return ticket, csrf
 
-    def check_ticket(self, ticket: str) -> str | None:
+    def check_ticket(self, ticket: str, scope: str | None = None) -> str | None:
+        """The ticket's user if it is live and was issued for ``scope`` (None: for any), else None."""
         plain, sep, sig = ticket.partition("::")
         parts = plain.split(":")
         if not sep or len(parts) != 3 or parts[0] != "PVE":
             return None
-        if not hmac.compare_digest(sig, self._sign(plain)):
-            return None
         issued = self._issued.get(ticket)
-        if issued is None or time.monotonic() - issued >= self.ticket_ttl_s:
+        if issued is None or time.monotonic() - issued[0] >= self.ticket_ttl_s:
+            return None
+        at_scope = issued[1] if scope is None else scope
+        if not hmac.compare_digest(sig, self._sign(at_scope, plain)):
             return None
         return parts[1]
 
-    def check_csrf(self, token: str | None, user: str) -> bool:
+    def check_csrf(self, token: str | None, user: str, scope: str = "") -> bool:
         if not token:
             return False
         stamp, sep, sig = token.partition(":")
-        return bool(sep) and hmac.compare_digest(sig, self._sign(f"{stamp}:{user}"))
+        return bool(sep) and hmac.compare_digest(sig, self._sign(scope, f"{stamp}:{user}"))
 
-    def login(self, username: str, password: str, realm: str | None = None) -> str | None:
-        """The user a login authenticates (password, or a valid ticket of the same user), else None."""
+    def login(self, username: str, password: str, realm: str | None = None, scope: str = "") -> str | None:
+        """The user a login authenticates (password, or a valid ticket of the same user and scope), else
+        None."""
         if realm and "@" not in username:
             username = f"{username}@{realm}"
         if username != self.credentials.user:
             return None
         if hmac.compare_digest(password.encode(), self.credentials.password.encode()):
             return username
-        if password.startswith("PVE:") and self.check_ticket(password) == username:
+        if password.startswith("PVE:") and self.check_ticket(password, scope) == username:
             return username
         return None
 

@@ -107,6 +107,23 @@ async def test_ticket_login_cookie_and_csrf_on_non_get(sim, sim_http):
         assert r.status in (200, 500)  # past auth: the agent answers or says why not
 
 
+async def test_a_ticket_from_one_cluster_is_refused_by_another(sim, sim_http):
+    east, west = sim.endpoints[:2]
+    async with sim_http.post(
+        _url(east, "/access/ticket"), data={"username": east.user, "password": east.password}
+    ) as r:
+        data = (await r.json())["data"]
+    cookie = {"Cookie": f"PVEAuthCookie={data['ticket']}"}
+    assert (await _get(sim_http, east, "/version", headers=cookie))[0] == 200
+    status, reason, _, body = await _get(sim_http, west, "/version", headers=cookie)
+    assert (status, reason, body) == (401, "invalid PVE ticket", b"")
+    # renewing with the other cluster's ticket as the password fails like a wrong password
+    async with sim_http.post(
+        _url(west, "/access/ticket"), data={"username": west.user, "password": data["ticket"]}
+    ) as r:
+        assert r.status == 401
+
+
 async def test_failed_login_is_an_ordinary_json_401(sim, sim_http):
     ep = sim.endpoints[0]
     async with sim_http.post(_url(ep, "/access/ticket"), data={"username": ep.user, "password": "nope"}) as r:

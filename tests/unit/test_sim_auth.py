@@ -87,3 +87,13 @@ def test_ticket_cookie_wins_over_a_token_header(auth):
     assert (result.kind, result.user) == ("ticket", "root@pam")
     assert auth.authenticate({}, headers).user is None
     assert auth.authenticate({}, {}).reason == "No ticket"
+
+
+def test_a_ticket_is_good_only_on_the_cluster_that_issued_it(auth):
+    ticket, csrf = auth.issue("root@pam", "east")
+    assert auth.check_ticket(ticket, "east") == "root@pam"
+    assert auth.check_ticket(ticket, "west") is None
+    assert auth.check_ticket(ticket) == "root@pam"  # any cluster (the simulator's control API)
+    assert auth.check_csrf(csrf, "root@pam", "east") and not auth.check_csrf(csrf, "root@pam", "west")
+    assert auth.login("root@pam", ticket, scope="west") is None
+    assert auth.login("root@pam", ticket, scope="east") == "root@pam"
