@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -84,26 +86,42 @@ def test_cli_prints_one_json_line_and_serves_until_sigterm(tmp_path):
     assert rest == ""  # exactly one line on stdout
 
 
-def test_cli_uses_consecutive_ports_from_base_port():
-    import socket
+def _free_block(n: int) -> int:
+    """A port P with P..P+n-1 all free right now (another process may still take one before we do)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + n >= 65536:
+            continue
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(base, base + n):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return base
+    raise AssertionError(f"no block of {n} free ports found")
 
-    with socket.socket() as s:  # find a free block start (best effort)
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
-    base = min(base, 60000)
-    proc = _start("--base-port", str(base))
-    try:
-        line = proc.stdout.readline()
-        if not line:  # a port of the block was taken by someone else: nothing to assert about our code
-            assert "cannot listen" in proc.stderr.read()
-            return
-        info = json.loads(line)
-        assert [e["port"] for e in info["endpoints"]] == [base, base + 1]
-        assert info["control"] is None
-    finally:
-        if proc.poll() is None:
-            code, _ = _stop(proc)
+
+def test_cli_uses_consecutive_ports_from_base_port():
+    for _ in range(5):  # a port of the block taken between the probe and the start: try another block
+        base = _free_block(2)
+        with _start("--base-port", str(base)) as proc:
+            line = proc.stdout.readline()
+            if not line:
+                assert proc.wait(timeout=20) != 0
+                assert "cannot listen" in proc.stderr.read()
+                continue
+            try:
+                info = json.loads(line)
+                assert [e["port"] for e in info["endpoints"]] == [base, base + 1]
+                assert info["control"] is None
+            finally:
+                code, _ = _stop(proc)
             assert code == 0
+            return
+    raise AssertionError("every block of free ports was taken before the simulator could listen")
 
 
 def test_cli_rejects_bad_arguments_with_exit_code_2():
