@@ -243,18 +243,18 @@ def _render_handler(template: str, render: Render, cacheable: bool) -> Callable[
         cluster = state.world.cluster(name)
         now = state.clock.now()
         acl = state.acl
-        if acl is not None:  # answers depend on the ACL: checked and filtered, never cached
+        if acl is not None:
             check_route(acl, template, request.match_info)
-            view = ClusterView(state.world, cluster, now)
-            payload = filter_rows(acl, template, render(view, request.match_info, request.query))
-            return json_bytes_response(encode(payload))
+        cached = cacheable and acl is None  # answers under an ACL depend on it: never cached
         key = (request.method, request.path, request.query_string)
         cache = state.cache(name)
-        body = cache.lookup((cluster.revision, now), key) if cacheable else None
+        body = cache.lookup((cluster.revision, now), key) if cached else None
         if body is None:
-            view = ClusterView(state.world, cluster, now)
-            body = encode(render(view, request.match_info, request.query))
-            if cacheable:
+            payload = render(ClusterView(state.world, cluster, now), request.match_info, request.query)
+            if acl is not None:
+                payload = filter_rows(acl, template, payload)
+            body = encode(payload)
+            if cached:
                 cache.store(key, body)
         return json_bytes_response(body)
 
